@@ -1,0 +1,36 @@
+# Two entry points that work on a fresh machine with only Python 3.11:
+#   make test   -> create/reuse .venv, install the package with dev extras, run ruff and pytest
+#   make demo   -> create/reuse .venv, train the small default config on synthetic data, evaluate, predict
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install test lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	# torch and torchvision first: pinned to the wheels this machine carries, ranges in setup.cfg allow newer
+	$(PY) -m pip install -q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
+	$(PY) -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) outputs .cache build *.egg-info
