@@ -1,0 +1,507 @@
+"""DETR models: the backbone + transformer (`DetrCustomModel`) and the detector with its heads and loss.
+
+Parameter names are those transformers 5.x writes for `facebook/detr-resnet-50`, so its checkpoints load here
+without renaming and ours load into transformers' DETR. Every import of the package is relative: this file and its
+siblings are copied next to Hub checkpoints for `trust_remote_code=True`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .backbone import DetrCustomBackbone, TimmConvEncoder
+from .configuration_detr_custom import DetrCustomConfig
+from .criterion import SetCriterion
+from .matcher import HungarianMatcher
+from .position_embedding import UniformEmbedding, build_position_embedding
+from .transformer import DetrCustomDecoder, DetrCustomEncoder, XavierLinear
+
+__all__ = [
+    "DetrCustomForObjectDetection",
+    "DetrCustomModel",
+    "DetrCustomModelOutput",
+    "DetrCustomObjectDetectionOutput",
+    "DetrCustomPreTrainedModel",
+]
+
+# `auto_map` entries written next to every checkpoint, so the three Auto classes load it with trust_remote_code.
+_AUTO_MAP_CLASSES = {
+    "AutoConfig": ("configuration_detr_custom", "DetrCustomConfig"),
+    "AutoModel": ("modeling_detr_custom", "DetrCustomModel"),
+    "AutoModelForObjectDetection": ("modeling_detr_custom", "DetrCustomForObjectDetection"),
+}
+# Tolerance on normalised label boxes: they must lie in [0, 1], up to rounding.
+_BOX_TOLERANCE = 1e-3
+
+
+@dataclass
+class DetrCustomModelOutput(ModelOutput):
+    """Output of [`DetrCustomModel`].
+
+    Args:
+        last_hidden_state: `(batch_size, num_queries, d_model)`, the decoder output after its final LayerNorm.
+        intermediate_hidden_states: `(decoder_layers, batch_size, num_queries, d_model)`, every decoder layer's
+            output through the final LayerNorm; only when `config.auxiliary_loss`.
+        decoder_hidden_states: Decoder input and each layer's output, `(batch_size, num_queries, d_model)` each.
+        decoder_attentions: Decoder self-attention weights `(batch_size, heads, num_queries, num_queries)`.
+        cross_attentions: Cross-attention weights `(batch_size, heads, num_queries, height * width)`.
+        encoder_last_hidden_state: `(batch_size, height * width, d_model)`.
+        encoder_hidden_states: Encoder input and each layer's output, `(batch_size, height * width, d_model)`.
+        encoder_attentions: Encoder weights `(batch_size, heads, height * width, height * width)`.
+    """
+
+    last_hidden_state: Tensor | None = None
+    intermediate_hidden_states: Tensor | None = None
+    decoder_hidden_states: tuple[Tensor, ...] | None = None
+    decoder_attentions: tuple[Tensor, ...] | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None
+    encoder_last_hidden_state: Tensor | None = None
+    encoder_hidden_states: tuple[Tensor, ...] | None = None
+    encoder_attentions: tuple[Tensor, ...] | None = None
+
+
+@dataclass
+class DetrCustomObjectDetectionOutput(ModelOutput):
+    """Output of [`DetrCustomForObjectDetection`].
+
+    Args:
+        loss: Total weighted loss (scalar), when `labels` are given.
+        loss_dict: Every loss term and logged metric (`loss_ce`, `loss_bbox`, `loss_giou`, `cardinality_error`,
+            `class_error`, and `*_k` for auxiliary output `k`), when `labels` are given.
+        logits: `(batch_size, num_queries, num_labels + 1)`; the last class is "no object".
+        pred_boxes: `(batch_size, num_queries, 4)`, normalised `(cx, cy, w, h)` relative to the unpadded image.
+        auxiliary_outputs: One `{"logits", "pred_boxes"}` dict per decoder layer but the last, first layer
+            first; when `config.auxiliary_loss`.
+        last_hidden_state: `(batch_size, num_queries, d_model)`.
+        decoder_hidden_states, decoder_attentions, cross_attentions, encoder_last_hidden_state,
+        encoder_hidden_states, encoder_attentions: As in [`DetrCustomModelOutput`].
+    """
+
+    loss: Tensor | None = None
+    loss_dict: dict[str, Tensor] | None = None
+    logits: Tensor | None = None
+    pred_boxes: Tensor | None = None
+    auxiliary_outputs: list[dict[str, Tensor]] | None = None
+    last_hidden_state: Tensor | None = None
+    decoder_hidden_states: tuple[Tensor, ...] | None = None
+    decoder_attentions: tuple[Tensor, ...] | None = None
+    cross_attentions: tuple[Tensor, ...] | None = None
+    encoder_last_hidden_state: Tensor | None = None
+    encoder_hidden_states: tuple[Tensor, ...] | None = None
+    encoder_attentions: tuple[Tensor, ...] | None = None
+
+
+class DetrCustomPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, strict checkpoint loading and Hub-style saving shared by the DETR models."""
+
+    config_class = DetrCustomConfig
+    config: DetrCustomConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["DetrCustomBackbone", "DetrCustomEncoderLayer", "DetrCustomDecoderLayer"]
+    # Trainable BatchNorm2d has a counter that FrozenBatchNorm2d (and transformers' checkpoints) lack.
+    _keys_to_ignore_on_load_missing = [r"num_batches_tracked$"]
+    _keys_to_ignore_on_load_unexpected = [r"num_batches_tracked$"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The original DETR initialisation, through transformers' `init` so loaded weights are left alone.
+
+        Encoder/decoder weight matrices are xavier-uniform (`XavierLinear`), attention biases zero, learned
+        position tables uniform; everything else keeps PyTorch's default initialisation, and the backbone keeps
+        timm's (see `DetrCustomModel`). Only leaf modules are handled: transformers skips modules without
+        parameters of their own in remote code.
+        """
+        if isinstance(module, XavierLinear):
+            bound = self.config.init_xavier_std * module.xavier_bound
+            init.uniform_(module.weight, -bound, bound)
+            if module.zero_bias:
+                init.zeros_(module.bias)
+            else:
+                _default_bias_init(module)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            _default_bias_init(module)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, UniformEmbedding):
+            init.uniform_(module.weight)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight)
+        elif isinstance(module, SetCriterion):
+            # A non-persistent buffer: from_pretrained re-creates it empty, so it must be rebuilt here.
+            class_weight = torch.ones_like(module.class_weight)
+            class_weight[-1] = module.eos_coefficient
+            init.copy_(module.class_weight, class_weight)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained` that fails on any missing or unexpected weight.
+
+        Loads our checkpoints and transformers' `DetrForObjectDetection`/`DetrModel` checkpoints (model_type
+        `"detr"`). Only `num_batches_tracked` (present with trainable BatchNorm only) may differ. With
+        `ignore_mismatched_sizes=True`, weights whose shape changed (e.g. the class head for a new `num_labels`)
+        are re-initialised.
+
+        Raises:
+            ValueError: listing the missing and unexpected keys, instead of silently initialising them.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+        )
+        missing, unexpected = sorted(loading_info["missing_keys"]), sorted(loading_info["unexpected_keys"])
+        if missing or unexpected:
+            raise ValueError(
+                f"The checkpoint at {pretrained_model_name_or_path} does not match {cls.__name__} "
+                f"(backbone {model.config.backbone_config.backbone!r}): missing keys {missing}, unexpected keys "
+                f"{unexpected}. Check that the config (backbone, layers, position_embedding_type, pre_norm) "
+                "matches the checkpoint."
+            )
+        return (model, loading_info) if output_loading_info else model
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained`, writing `auto_map` for AutoConfig, AutoModel and
+        AutoModelForObjectDetection (the source files are copied along when the classes are registered)."""
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        for auto_class, (module_name, class_name) in _AUTO_MAP_CLASSES.items():
+            auto_map.setdefault(auto_class, f"{module_name}.{class_name}")
+        self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _default_bias_init(module: nn.Linear | nn.Conv2d) -> None:
+    """PyTorch's default bias initialisation of Linear/Conv2d, through the flag-aware `init` functions."""
+    if module.bias is not None:
+        fan_in = module.weight[0].numel()
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        init.uniform_(module.bias, -bound, bound)
+
+
+def _mark_initialized(module: nn.Module) -> None:
+    """Keeps transformers' init pass away from weights timm has initialised (or loaded pretrained)."""
+    for submodule in module.modules():
+        submodule._is_hf_initialized = True
+
+
+class DetrCustomModel(DetrCustomPreTrainedModel):
+    """DETR without heads: backbone, input projection, position embeddings, encoder and decoder.
+
+    Args:
+        config: The model configuration; `use_pretrained_backbone` loads timm's weights (network) when the model
+            is built directly, never under `from_pretrained`.
+    """
+
+    # A detection checkpoint loads into the bare model: its heads are expected to be left out.
+    _keys_to_ignore_on_load_unexpected = [r"num_batches_tracked$", r"^(class_labels_classifier|bbox_predictor)\."]
+
+    def __init__(self, config: DetrCustomConfig) -> None:
+        super().__init__(config)
+        config.validate_detr_custom_values()
+        # Under from_pretrained the model is built on the meta device and every weight comes from the checkpoint.
+        building_for_checkpoint = torch.get_default_device().type == "meta"
+        conv_encoder = TimmConvEncoder(
+            config.backbone_config.backbone,
+            num_channels=config.num_channels,
+            dilation=config.dilation,
+            pretrained=config.use_pretrained_backbone and not building_for_checkpoint,
+            freeze_batch_norm=config.freeze_backbone_batch_norm,
+            trainable_layers=config.backbone_trainable_layers,
+        )
+        _mark_initialized(conv_encoder)
+        self.backbone = DetrCustomBackbone(conv_encoder)
+        self.position_embedding = build_position_embedding(config.position_embedding_type, config.d_model)
+        self.input_projection = nn.Conv2d(self.backbone.num_channels, config.d_model, kernel_size=1)
+        self.query_position_embeddings = nn.Embedding(config.num_queries, config.d_model)
+        self.encoder = DetrCustomEncoder(config)
+        self.decoder = DetrCustomDecoder(config)
+        self.post_init()
+
+    def freeze_backbone(self) -> None:
+        """Freezes every backbone stage (as transformers' `DetrModel.freeze_backbone`)."""
+        self.backbone.conv_encoder.set_trainable_layers(0)
+
+    def unfreeze_backbone(self) -> None:
+        """Restores the configured freezing: the last `config.backbone_trainable_layers` stages train."""
+        self.backbone.conv_encoder.set_trainable_layers(self.config.backbone_trainable_layers)
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        pixel_mask: Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> DetrCustomModelOutput | tuple[Tensor, ...]:
+        """Encodes images and decodes the object queries.
+
+        Args:
+            pixel_values: `(batch_size, num_channels, height, width)` float images.
+            pixel_mask: `(batch_size, height, width)`, 1 on real pixels and 0 on padding; None = no padding.
+            output_attentions: Return attention weights (computed without SDPA); defaults to the config.
+            output_hidden_states: Return per-layer hidden states; defaults to the config.
+            return_dict: Return a `DetrCustomModelOutput` instead of a tuple; defaults to the config.
+
+        Returns:
+            A `DetrCustomModelOutput` (or its tuple).
+        """
+        output_attentions = _default(output_attentions, self.config.output_attentions)
+        output_hidden_states = _default(output_hidden_states, self.config.output_hidden_states)
+        return_dict = _default(return_dict, self.config.return_dict)
+        _check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
+
+        feature_map, mask = self.backbone(pixel_values, pixel_mask)
+        key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
+        position_embeddings = self.position_embedding(feature_map, mask)  # (B, HW, D)
+        features = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, HW, D)
+        encoder_output = self.encoder(
+            features, position_embeddings, key_padding_mask, output_attentions, output_hidden_states
+        )
+        query_position_embeddings = self.query_position_embeddings.weight[None].expand(len(pixel_values), -1, -1)
+        decoder_output = self.decoder(
+            query_position_embeddings,
+            encoder_output.last_hidden_state,
+            position_embeddings,
+            key_padding_mask,
+            output_intermediate=self.config.auxiliary_loss,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        output = DetrCustomModelOutput(
+            last_hidden_state=decoder_output.last_hidden_state,
+            intermediate_hidden_states=decoder_output.intermediate_hidden_states,
+            decoder_hidden_states=decoder_output.hidden_states,
+            decoder_attentions=decoder_output.attentions,
+            cross_attentions=decoder_output.cross_attentions,
+            encoder_last_hidden_state=encoder_output.last_hidden_state,
+            encoder_hidden_states=encoder_output.hidden_states,
+            encoder_attentions=encoder_output.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class DetrCustomMLPPredictionHead(nn.Module):
+    """MLP with ReLU between layers (the box head: `layers.0`, `layers.1`, `layers.2`).
+
+    Args:
+        input_dim: Input features.
+        hidden_dim: Hidden features.
+        output_dim: Output features.
+        num_layers: Number of Linear layers.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(dims_in, dims_out))
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        """Maps `(..., input_dim)` to `(..., output_dim)`."""
+        for layer in self.layers[:-1]:
+            hidden_states = nn.functional.relu(layer(hidden_states))
+        return self.layers[-1](hidden_states)
+
+
+class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
+    """DETR with a class head (`num_labels + 1` logits, the last = no object) and a box head, plus the
+    Hungarian loss (`SetCriterion`, built once from the config).
+
+    Args:
+        config: The model configuration.
+    """
+
+    def __init__(self, config: DetrCustomConfig) -> None:
+        super().__init__(config)
+        self.model = DetrCustomModel(config)
+        self.class_labels_classifier = nn.Linear(config.d_model, config.num_labels + 1)
+        self.bbox_predictor = DetrCustomMLPPredictionHead(config.d_model, config.d_model, 4, num_layers=3)
+        matcher = HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost)
+        self.criterion = SetCriterion(
+            config.num_labels,
+            matcher,
+            eos_coefficient=config.eos_coefficient,
+            bbox_loss_coefficient=config.bbox_loss_coefficient,
+            giou_loss_coefficient=config.giou_loss_coefficient,
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        pixel_mask: Tensor | None = None,
+        labels: Sequence[Mapping[str, Tensor]] | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> DetrCustomObjectDetectionOutput | tuple[Any, ...]:
+        """Detects objects and, given `labels`, computes the loss.
+
+        Args:
+            pixel_values: `(batch_size, num_channels, height, width)` float images.
+            pixel_mask: `(batch_size, height, width)`, 1 on real pixels and 0 on padding; None = no padding.
+            labels: One dict per image with `class_labels` `(n,)` int64 in `[0, num_labels)` and `boxes` `(n, 4)`
+                normalised `(cx, cy, w, h)` relative to the unpadded image; `n = 0` is valid.
+            output_attentions: Return attention weights; defaults to the config.
+            output_hidden_states: Return per-layer hidden states; defaults to the config.
+            return_dict: Return a `DetrCustomObjectDetectionOutput` instead of a tuple; defaults to the config.
+
+        Returns:
+            A `DetrCustomObjectDetectionOutput` (or its tuple, without the None entries).
+
+        Raises:
+            ValueError: `labels` malformed (the message names the image and the key), or inputs mis-shaped.
+        """
+        if labels is not None:
+            labels = validate_labels(labels, len(pixel_values), self.config.num_labels, pixel_values.device)
+        outputs = self.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True)
+        logits = self.class_labels_classifier(outputs.last_hidden_state)  # (B, Q, C+1)
+        pred_boxes = self.bbox_predictor(outputs.last_hidden_state).sigmoid()  # (B, Q, 4) cxcywh
+        auxiliary_outputs = None
+        if outputs.intermediate_hidden_states is not None:
+            intermediate = outputs.intermediate_hidden_states[:-1]  # (L-1, B, Q, D); the last one is final
+            all_logits = self.class_labels_classifier(intermediate)
+            all_boxes = self.bbox_predictor(intermediate).sigmoid()
+            auxiliary_outputs = [
+                {"logits": layer_logits, "pred_boxes": layer_boxes}
+                for layer_logits, layer_boxes in zip(all_logits, all_boxes)
+            ]
+        loss, loss_dict = None, None
+        if labels is not None:
+            loss, loss_dict = self.criterion(logits, pred_boxes, labels, auxiliary_outputs)
+        output = DetrCustomObjectDetectionOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            logits=logits,
+            pred_boxes=pred_boxes,
+            auxiliary_outputs=auxiliary_outputs,
+            last_hidden_state=outputs.last_hidden_state,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+        return output if _default(return_dict, self.config.return_dict) else output.to_tuple()
+
+
+def _default(value: bool | None, default: bool | None) -> bool:
+    return bool(default) if value is None else value
+
+
+def _check_pixel_inputs(pixel_values: Tensor, pixel_mask: Tensor | None, num_channels: int) -> None:
+    if not isinstance(pixel_values, Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
+        shape = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else type(pixel_values).__name__
+        raise ValueError(f"pixel_values must have shape (batch_size, {num_channels}, height, width), got {shape}.")
+    if pixel_mask is not None and tuple(pixel_mask.shape) != (pixel_values.shape[0], *pixel_values.shape[2:]):
+        raise ValueError(
+            f"pixel_mask must have shape (batch_size, height, width) = "
+            f"{(pixel_values.shape[0], *pixel_values.shape[2:])}, got {tuple(pixel_mask.shape)}."
+        )
+
+
+def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
+    """Flattens the feature-level mask to `(batch_size, height * width)`; None when nothing is padded.
+
+    Dropping an all-ones mask lets SDPA use its fastest kernels; an image without any valid feature would make
+    its attention undefined, so it is reported instead.
+    """
+    if mask is None:
+        return None
+    flat = mask.flatten(1)  # (B, HW)
+    valid_counts = flat.sum(1).tolist()  # one device-to-host copy
+    if min(valid_counts) == 0:
+        empty = [index for index, count in enumerate(valid_counts) if count == 0]
+        raise ValueError(f"pixel_mask of images {empty} marks no pixel as valid (1 = real pixel, 0 = padding).")
+    return None if min(valid_counts) == flat.shape[1] else flat
+
+
+def validate_labels(
+    labels: Sequence[Mapping[str, Tensor]], batch_size: int, num_labels: int, device: torch.device
+) -> list[dict[str, Tensor]]:
+    """Checks detection labels and moves `class_labels`/`boxes` to `device`.
+
+    Args:
+        labels: One mapping per image with `class_labels` `(n,)` integer and `boxes` `(n, 4)` float.
+        batch_size: Number of images.
+        num_labels: Number of classes; class ids must lie in `[0, num_labels)`.
+        device: Device of the model inputs.
+
+    Returns:
+        New dicts (other keys kept) with both tensors on `device`.
+
+    Raises:
+        ValueError: naming the image index and the key that is missing, mis-shaped or out of range.
+        TypeError: a label is not a mapping of tensors.
+    """
+    if isinstance(labels, Mapping) or not isinstance(labels, Sequence) or len(labels) != batch_size:
+        found = f"a sequence of {len(labels)}" if isinstance(labels, Sequence) else type(labels).__name__
+        raise ValueError(f"labels must be a list of {batch_size} dicts (one per image), got {found}.")
+    checked = []
+    for index, target in enumerate(labels):
+        if not isinstance(target, Mapping):
+            raise TypeError(f"labels[{index}] must be a dict, got {type(target).__name__}.")
+        for key in ("class_labels", "boxes"):
+            if key not in target:
+                raise ValueError(f"labels[{index}] is missing key {key!r} (needs 'class_labels' and 'boxes').")
+            if not isinstance(target[key], Tensor):
+                raise TypeError(f"labels[{index}][{key!r}] must be a torch.Tensor, got {type(target[key]).__name__}.")
+        class_labels, boxes = target["class_labels"], target["boxes"]
+        if class_labels.ndim != 1 or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
+            raise ValueError(
+                f"labels[{index}]['class_labels'] must be an int64 tensor of shape (n,), got dtype "
+                f"{class_labels.dtype} and shape {tuple(class_labels.shape)}."
+            )
+        if boxes.shape != (len(class_labels), 4) or not boxes.dtype.is_floating_point:
+            raise ValueError(
+                f"labels[{index}]['boxes'] must be a float tensor of shape ({len(class_labels)}, 4) to match "
+                f"class_labels, got dtype {boxes.dtype} and shape {tuple(boxes.shape)}."
+            )
+        checked.append({**target, "class_labels": class_labels.to(device), "boxes": boxes.to(device)})
+    _check_label_values(checked, num_labels)
+    return checked
+
+
+def _check_label_values(labels: list[dict[str, Tensor]], num_labels: int) -> None:
+    """Class ids in range and finite boxes in `[0, 1]`, with one device-to-host copy for the whole batch."""
+    class_labels = torch.cat([target["class_labels"] for target in labels])
+    boxes = torch.cat([target["boxes"] for target in labels])
+    if not len(class_labels):
+        return
+    bad_class = (class_labels < 0) | (class_labels >= num_labels)
+    if not bool(bad_class.any() | _invalid_boxes(boxes).any()):
+        return
+    for index, target in enumerate(labels):
+        ids, boxes_cxcywh = target["class_labels"], target["boxes"]
+        outside = ids[(ids < 0) | (ids >= num_labels)]
+        if len(outside):
+            raise ValueError(
+                f"labels[{index}]['class_labels'] has ids {outside.tolist()} outside [0, {num_labels}); "
+                "map dataset category ids to contiguous labels (see config.id2label)."
+            )
+        if len(boxes_cxcywh) and bool(_invalid_boxes(boxes_cxcywh).any()):
+            raise ValueError(
+                f"labels[{index}]['boxes'] must be finite normalised (cx, cy, w, h) in [0, 1] relative to the "
+                f"unpadded image, got values in [{boxes_cxcywh.min().item():.4g}, {boxes_cxcywh.max().item():.4g}]"
+                "; divide absolute pixel boxes by the image width and height."
+            )
+
+
+def _invalid_boxes(boxes_cxcywh: Tensor) -> Tensor:
+    """`(n,)` True for boxes that are not finite or leave `[0, 1]` (beyond rounding)."""
+    outside = (boxes_cxcywh < -_BOX_TOLERANCE) | (boxes_cxcywh > 1 + _BOX_TOLERANCE)
+    return (~torch.isfinite(boxes_cxcywh) | outside).any(-1)
