@@ -1,0 +1,138 @@
+"""COCO-format folders: reading a split into records, and the in-memory `pycocotools` ground truth.
+
+The folder layout is COCO's own, so `train2017`/`val2017` work as they are and the synthetic generator writes
+the same::
+
+    ROOT/annotations/instances_<split>.json
+    ROOT/<split>/<file_name>          (file names as in the JSON `images` list)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pycocotools.coco import COCO
+
+from .categories import CategoryMapping
+from .records import DataReport, ImageRecord
+
+__all__ = ["build_coco_gt", "coco_annotation_file", "is_coco_folder", "read_coco_split"]
+
+
+def is_coco_folder(path: str | Path) -> bool:
+    """True if `path` is a folder with `annotations/instances_*.json`."""
+    return any(Path(path).glob("annotations/instances_*.json"))
+
+
+def coco_annotation_file(root: str | Path, split: str) -> Path:
+    """Path of `ROOT/annotations/instances_<split>.json`.
+
+    Raises:
+        FileNotFoundError: If it does not exist; the message lists the splits that do.
+    """
+    path = Path(root) / "annotations" / f"instances_{split}.json"
+    if not path.is_file():
+        available = sorted(p.stem.removeprefix("instances_") for p in Path(root).glob("annotations/instances_*.json"))
+        raise FileNotFoundError(
+            f"No annotation file {path} for split {split!r}. Splits in {root}: {available or 'none'} "
+            "(expected layout: annotations/instances_<split>.json and images under <split>/)."
+        )
+    return path
+
+
+def read_coco_split(
+    root: str | Path, split: str, report: DataReport
+) -> tuple[list[ImageRecord], CategoryMapping, dict[str, Any]]:
+    """Reads one split of a COCO folder into records (image sizes as the JSON declares them).
+
+    Annotations are not validated against their images here (see `records.validate_records`), but one that
+    points at an image id missing from `images` is reported.
+
+    Returns:
+        The records, whose `file_name` is the image's full path; the categories sorted by id; the JSON's `info`
+        dict (empty if absent).
+
+    Raises:
+        FileNotFoundError: If the annotation file is missing.
+        ValueError: If the JSON lacks `images` or `categories`, repeats an image id, or (unless skipping)
+            an annotation points at a missing image.
+    """
+    annotation_file = coco_annotation_file(root, split)
+    with annotation_file.open() as f:
+        coco_json = json.load(f)
+    for key in ("images", "categories"):
+        if not isinstance(coco_json.get(key), list):
+            raise ValueError(f"{annotation_file} has no {key!r} list; is it a COCO instances file?")
+    mapping = CategoryMapping.from_coco_categories(coco_json["categories"])
+    annotations_by_image = _group_annotations(coco_json, annotation_file, report)
+    image_folder = Path(root) / split
+    records: list[ImageRecord] = []
+    for image in coco_json["images"]:
+        image_id = image.get("id")
+        path = image_folder / str(image.get("file_name"))
+        if not path.exists() and (Path(root) / str(image.get("file_name"))).exists():
+            path = Path(root) / str(image.get("file_name"))  # file names that already include the split folder
+        records.append(
+            {
+                "image_id": image_id,
+                "file_name": str(path),
+                "width": image.get("width"),
+                "height": image.get("height"),
+                "annotations": annotations_by_image.pop(image_id, []),
+            }
+        )
+    info = coco_json.get("info")
+    return records, mapping, info if isinstance(info, dict) else {}
+
+
+def _group_annotations(
+    coco_json: dict[str, Any], annotation_file: Path, report: DataReport
+) -> dict[int, list[dict[str, Any]]]:
+    image_ids = [image.get("id") for image in coco_json["images"]]
+    if len(set(image_ids)) != len(image_ids):
+        repeated = sorted({i for i in image_ids if image_ids.count(i) > 1})[:10]
+        raise ValueError(f"{annotation_file}: image ids {repeated} appear more than once in 'images'.")
+    known = set(image_ids)
+    grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for annotation in coco_json.get("annotations", []):
+        image_id = annotation.get("image_id")
+        if image_id not in known:
+            report.problem(
+                f"Annotation {annotation.get('id')} in {annotation_file} points at image_id {image_id!r}, which "
+                "is not in the file's 'images' list.",
+                skipped_annotations=1,
+            )
+            continue
+        grouped[image_id].append(annotation)
+    return grouped
+
+
+def build_coco_gt(records: Sequence[ImageRecord], mapping: CategoryMapping) -> COCO:
+    """The `pycocotools` ground truth of a split, built in memory from validated records.
+
+    Category ids are the data set's own. Annotation ids are kept when they are unique positive integers and
+    renumbered 1..N otherwise (COCOeval treats an annotation id of 0 as "unmatched").
+    """
+    annotations = [dict(a, image_id=r["image_id"]) for r in records for a in r["annotations"]]
+    ids = [a.get("id") for a in annotations]
+    if not all(isinstance(i, int) and i > 0 for i in ids) or len(set(ids)) != len(ids):
+        annotations = [dict(a, id=n, source_id=a.get("id")) for n, a in enumerate(annotations, start=1)]
+    dataset = {
+        "images": [
+            {"id": r["image_id"], "file_name": r["file_name"], "width": r["width"], "height": r["height"]}
+            for r in records
+        ],
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n} for i, n in zip(mapping.category_ids, mapping.names)],
+    }
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco

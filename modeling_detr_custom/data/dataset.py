@@ -1,0 +1,383 @@
+"""One entry point for every data source: `load_detection_split` -> `DetectionSplit`.
+
+Sources: a COCO folder (`annotations/instances_<split>.json` + `<split>/`), anything `datasets` opens in the
+object-detection schema (see `hf_datasets`), or `synthetic[:key=value,...]` (generated on first use into
+`$DETR_CUSTOM_CACHE`, default `~/.cache/detr_custom`). Whatever the source, the split becomes validated
+records, a `datasets.Dataset` with an image column (decoded lazily by `with_transform`), the in-memory
+`pycocotools` ground truth (the data set's own category ids), and the category mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+
+from .categories import CategoryMapping
+from .coco import build_coco_gt, is_coco_folder, read_coco_split
+from .collate import DetectionCollator
+from .hf_datasets import load_hf_split, read_hf_split
+from .images import ImageSource, check_images, open_image
+from .records import DataReport, ImageRecord, validate_records
+from .synthetic import SyntheticSpec, ensure_synthetic_dataset
+
+__all__ = [
+    "DetectionSplit",
+    "DetectionTransform",
+    "default_processor",
+    "load_detection_split",
+    "scaled_detr_train_transform",
+]
+
+logger = logging.getLogger(__name__)
+
+# transform(image, {"image_id", "annotations": [...]}, generator) -> (image, annotations), see `transforms.py`.
+Augmentation = Callable[[Image.Image, dict[str, Any], torch.Generator], tuple[Image.Image, dict[str, Any]]]
+
+_DEFAULT_SHORTEST_EDGE = 800
+_LONGEST_PER_SHORTEST = 1333 / 800  # the original DETR's resize ratio
+_RECORD_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(decode=False),
+        "image_id": datasets.Value("int64"),
+        "file_name": datasets.Value("string"),
+        "width": datasets.Value("int64"),
+        "height": datasets.Value("int64"),
+        "annotations": datasets.List(
+            {
+                "id": datasets.Value("int64"),
+                "bbox": datasets.List(datasets.Value("float64"), length=4),
+                "category_id": datasets.Value("int64"),
+                "area": datasets.Value("float64"),
+                "iscrowd": datasets.Value("int64"),
+            }
+        ),
+    }
+)
+
+
+@dataclass
+class DetectionSplit:
+    """One split of a detection data set, ready for a `DataLoader`.
+
+    Attributes:
+        dataset: Items `{"pixel_values": (3, H, W) float32, "labels": dict}` (the processor's labels:
+            `class_labels`, `boxes` normalised cxcywh, `image_id`, `orig_size`, ...), decoded on access.
+        transform: The transform applied on access (`set_epoch` before each training epoch).
+        raw: The same rows before the transform: `image` (`{"bytes", "path"}`), `image_id`, `file_name`,
+            `width`, `height`, `annotations` (COCO, the data set's category ids).
+        coco: The `pycocotools` ground truth of the split, for `CocoEvaluator`.
+        mapping: Data set category ids <-> contiguous labels.
+        processor: The image processor the items went through.
+        collate_fn: Pads a list of items into a batch (see `DetectionCollator`).
+        data_report: What was skipped (with `on_error="skip"`).
+        source: The source as given.
+        split: The split name.
+    """
+
+    dataset: datasets.Dataset
+    transform: DetectionTransform
+    raw: datasets.Dataset
+    coco: COCO
+    mapping: CategoryMapping
+    processor: Any
+    collate_fn: DetectionCollator
+    data_report: DataReport
+    source: str
+    split: str
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch's augmentation (each epoch draws new random crops, reproducibly)."""
+        self.transform.epoch = epoch
+
+    def report(self) -> str:
+        """Summary of skipped images and annotations, `""` when nothing was skipped."""
+        return self.data_report.report()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+def load_detection_split(
+    source: str,
+    split: str,
+    processor: Any = None,
+    image_size: int | None = None,
+    train: bool = False,
+    augment: bool | Augmentation | None = None,
+    mapping: CategoryMapping | None = None,
+    on_error: str = "raise",
+    verify_images: bool | None = None,
+    seed: int = 0,
+) -> DetectionSplit:
+    """Loads, validates and wraps one split of a detection data set.
+
+    Args:
+        source: A COCO folder, a `datasets` folder or Hub name, or `synthetic[:num_train=..,num_val=..,
+            image_size=..,seed=..,max_objects=..]`.
+        split: Split name (`train`, `val`, `train2017`, ...; `val` and `validation` stand for each other in
+            `datasets` sources).
+        processor: Image processor; default `default_processor(image_size or the data set's default)`.
+        image_size: Shortest edge of the default processor: 800 for real data, the image size for synthetic data.
+        train: Training split: augmentation on by default.
+        augment: `True` for DETR's training augmentation scaled to the processor's size, `False` for none, or
+            a callable `transform(image, annotations, generator)`. Default: `train`.
+        mapping: Categories to use (pass the training split's mapping for the evaluation split); default: the
+            data set's own.
+        on_error: `"raise"` (stop at the first bad image or annotation, naming the file and annotation id) or
+            `"skip"` (log it, drop it, count it in `report()`).
+        verify_images: Fully decode every image up front to catch truncated files. Default: only when skipping
+            (otherwise a truncated file raises when it is first read).
+        seed: Seed of the augmentation; an image's augmentation depends only on (seed, epoch, image id).
+
+    Raises:
+        ValueError: Bad data (with `on_error="raise"`), unknown options or a missing split.
+        FileNotFoundError: A COCO folder without the split's annotation file.
+    """
+    report = DataReport(on_error, name=f"{source} [{split}]")
+    records, sources, mapping, default_size, rows = _read_source(source, split, mapping, report)
+    _check_unique_image_ids(records, f"{source} [{split}]")
+    verify = on_error == "skip" if verify_images is None else verify_images
+    kept = _check_record_images(records, sources, verify, report)
+    valid = validate_records([records[i] for i in kept], mapping, report)
+    raw = _records_dataset(records, kept, valid, rows)
+    processor = processor if processor is not None else default_processor(image_size or default_size)
+    transform = DetectionTransform(processor, mapping, _resolve_augment(augment, train, processor), seed=seed)
+    num_objects = sum(len(r["annotations"]) for r in valid)
+    logger.info(
+        "Loaded %s [%s]: %d images, %d objects, %d categories.",
+        source,
+        split,
+        len(raw),
+        num_objects,
+        mapping.num_labels,
+    )
+    return DetectionSplit(
+        dataset=raw.with_transform(transform),
+        transform=transform,
+        raw=raw,
+        coco=build_coco_gt(valid, mapping),
+        mapping=mapping,
+        processor=processor,
+        collate_fn=DetectionCollator(processor),
+        data_report=report,
+        source=source,
+        split=split,
+    )
+
+
+def default_processor(shortest_edge: int = _DEFAULT_SHORTEST_EDGE) -> Any:
+    """A `DetrCustomImageProcessor` resizing to `shortest_edge`, longest edge at most `shortest_edge * 1333/800`."""
+    from ..image_processing_detr_custom import DetrCustomImageProcessor
+
+    longest_edge = round(shortest_edge * _LONGEST_PER_SHORTEST)
+    return DetrCustomImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest_edge})
+
+
+def _read_source(
+    source: str, split: str, mapping: CategoryMapping | None, report: DataReport
+) -> tuple[list[ImageRecord], Iterator[ImageSource] | list[str], CategoryMapping, int, datasets.Dataset | None]:
+    """Records, their image sources, categories, default image size and (for `datasets`) the image rows."""
+    if source == "synthetic" or source.startswith("synthetic:"):
+        spec = SyntheticSpec.from_source(source)
+        return _read_coco(ensure_synthetic_dataset(spec), split, mapping, report)
+    if Path(source).is_dir() and is_coco_folder(source):
+        return _read_coco(Path(source), split, mapping, report)
+    description = f"{source} [{split}]"
+    hf_split = load_hf_split(source, split)
+    records, mapping = read_hf_split(hf_split, description, mapping)
+    rows = hf_split.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+    sources = (row["image"] for batch in rows.iter(batch_size=256) for row in _rows(batch))
+    return records, sources, mapping, _DEFAULT_SHORTEST_EDGE, rows
+
+
+def _read_coco(
+    root: Path, split: str, mapping: CategoryMapping | None, report: DataReport
+) -> tuple[list[ImageRecord], list[str], CategoryMapping, int, None]:
+    records, file_mapping, info = read_coco_split(root, split, report)
+    # Our synthetic data set says its image size; real data gets DETR's 800.
+    default_size = (
+        int(info.get("image_size", _DEFAULT_SHORTEST_EDGE)) if "generator_version" in info else _DEFAULT_SHORTEST_EDGE
+    )
+    return records, [r["file_name"] for r in records], mapping or file_mapping, default_size, None
+
+
+def _rows(batch: dict[str, list]) -> list[dict[str, Any]]:
+    return [dict(zip(batch, values)) for values in zip(*batch.values())]
+
+
+def _check_unique_image_ids(records: list[ImageRecord], description: str) -> None:
+    seen: set[int] = set()
+    for record in records:
+        if record["image_id"] in seen:
+            raise ValueError(
+                f"{description}: image_id {record['image_id']} is used by more than one image (again by "
+                f"{record['file_name']}); image ids must be unique for evaluation."
+            )
+        seen.add(record["image_id"])
+
+
+def _check_record_images(records: list[ImageRecord], sources: Any, verify: bool, report: DataReport) -> list[int]:
+    """Reads every image's size (decoding it fully if `verify`), fills in `width`/`height`; indices of the kept."""
+    kept = []
+    for index, (record, result) in enumerate(zip(records, check_images(sources, verify))):
+        annotation_ids = [a.get("id") for a in record["annotations"]]
+        shown = f"{annotation_ids[:10]}"[:-1] + (", ...]" if len(annotation_ids) > 10 else "]")
+        where = f"(image_id {record['image_id']}, annotations {shown})"
+        if isinstance(result, ValueError):
+            report.problem(f"{result} {where}", skipped_images=1, skipped_annotations=len(annotation_ids))
+            continue
+        declared = (record["width"], record["height"])
+        if declared != (None, None) and declared != result:
+            hint = " (the declared size ignores the EXIF orientation tag)" if declared == result[::-1] else ""
+            report.problem(
+                f"Image {record['file_name']} {where} is {result[0]}x{result[1]} after EXIF orientation but the "
+                f"annotations declare {declared[0]}x{declared[1]}{hint}; boxes cannot be trusted. Fix the "
+                "width/height in the annotations (and the boxes if they were drawn on the other orientation).",
+                skipped_images=1,
+                skipped_annotations=len(annotation_ids),
+            )
+            continue
+        record["width"], record["height"] = result
+        kept.append(index)
+    return kept
+
+
+def _records_dataset(
+    records: list[ImageRecord], kept: list[int], valid: list[ImageRecord], image_rows: datasets.Dataset | None
+) -> datasets.Dataset:
+    """The kept, validated records as a `datasets.Dataset` with an `image` column.
+
+    Images stored in a data set (`image_rows`, aligned with `records`) are joined column-wise and the kept rows
+    selected afterwards, so image bytes are never copied.
+    """
+    names = ("image_id", "file_name", "width", "height", "annotations")
+    if image_rows is None:
+        columns = {name: [r[name] for r in valid] for name in names}
+        columns["image"] = [r["file_name"] for r in valid]
+        return datasets.Dataset.from_dict(columns, features=_RECORD_FEATURES)
+    rows: list[ImageRecord] = [{**r, "annotations": []} for r in records]  # skipped rows: placeholders
+    for index, record in zip(kept, valid):
+        rows[index] = record
+    features = datasets.Features({k: v for k, v in _RECORD_FEATURES.items() if k != "image"})
+    meta = datasets.Dataset.from_dict({name: [r[name] for r in rows] for name in names}, features=features)
+    joined = datasets.concatenate_datasets([image_rows, meta], axis=1)
+    return joined if len(kept) == len(records) else joined.select(kept)
+
+
+def _resolve_augment(augment: bool | Augmentation | None, train: bool, processor: Any) -> Augmentation | None:
+    if augment is None:
+        augment = train
+    if augment is False:
+        return None
+    if augment is True:
+        return scaled_detr_train_transform(_shortest_edge(processor))
+    if not callable(augment):
+        raise TypeError(
+            f"augment must be a bool or a callable transform(image, annotations, generator); got {augment!r}."
+        )
+    return augment
+
+
+def scaled_detr_train_transform(shortest_edge: int) -> Augmentation:
+    """The original DETR augmentation with every size scaled by `shortest_edge / 800`.
+
+    At 800 this is the original recipe (scales 480..800, longest edge 1333, crops); at 128 (the synthetic data)
+    scales 77..128, longest edge 213, crop sides 61..96. `shortest_edge` is also the evaluation size, so
+    training never sees images larger than evaluation does, as in the original.
+    """
+    from ..transforms import (
+        DEFAULT_CROP_RANGE,
+        DEFAULT_CROP_SCALES,
+        DEFAULT_MAX_SIZE,
+        DEFAULT_SCALES,
+        make_detr_train_transform,
+    )
+
+    factor = shortest_edge / _DEFAULT_SHORTEST_EDGE
+
+    def scaled(sizes: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted({max(round(size * factor), 1) for size in sizes}))
+
+    return make_detr_train_transform(
+        scales=scaled(DEFAULT_SCALES),
+        max_size=round(DEFAULT_MAX_SIZE * factor),
+        crop_scales=scaled(DEFAULT_CROP_SCALES),
+        crop_range=scaled(DEFAULT_CROP_RANGE),
+    )
+
+
+def _shortest_edge(processor: Any) -> int:
+    size = getattr(processor, "size", None) or {}
+    for key in ("shortest_edge", "height", "max_height", "longest_edge"):
+        if key in size:
+            return int(size[key])
+    return _DEFAULT_SHORTEST_EDGE
+
+
+class DetectionTransform:
+    """The on-the-fly transform of a `DetectionSplit` (a `with_transform` batch function; picklable).
+
+    Per row: open the image (EXIF orientation, RGB), map category ids to contiguous labels, augment (training),
+    run the processor (no resize after augmentation, which already chose the scale; the processor's resize
+    otherwise).
+
+    Args:
+        processor: Image processor (`DetrCustomImageProcessor`).
+        mapping: Data set category ids -> contiguous labels.
+        augment: `transform(image, annotations, generator)` or None.
+    """
+
+    def __init__(
+        self, processor: Any, mapping: CategoryMapping, augment: Augmentation | None = None, seed: int = 0
+    ) -> None:
+        self.processor = processor
+        self.mapping = mapping
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        pixel_values, labels = [], []
+        for row in _rows(batch):
+            image, target = self._load(row)
+            if self.augment is not None:
+                # A function of (seed, epoch, image) only, not of the global random state: data loaders fetch
+                # ahead of training, so a global stream would make a resumed run augment differently.
+                generator = torch.Generator().manual_seed(self._augmentation_seed(row["image_id"]))
+                image, target = self.augment(image, target, generator)
+            encoded = self.processor(
+                images=image, annotations=target, return_tensors="pt", do_resize=self.augment is None
+            )
+            pixel_values.append(encoded["pixel_values"][0])  # (3, H, W)
+            labels.append(encoded["labels"][0])
+        return {"pixel_values": pixel_values, "labels": labels}
+
+    def _augmentation_seed(self, image_id: int) -> int:
+        return ((self.seed * 1_000_003 + self.epoch) * 1_000_033 + int(image_id)) % 2**62
+
+    def _load(self, row: dict[str, Any]) -> tuple[Image.Image, dict[str, Any]]:
+        file_name, image_id = row["file_name"], row["image_id"]
+        image = open_image(row["image"], f"{file_name} (image_id {image_id})")
+        if image.size != (row["width"], row["height"]):
+            raise ValueError(
+                f"Image {file_name} (image_id {image_id}) decodes to {image.width}x{image.height} after EXIF "
+                f"orientation, but its annotations are for {row['width']}x{row['height']}."
+            )
+        annotations = [
+            {
+                "bbox": annotation["bbox"],
+                "category_id": self.mapping.to_label(annotation["category_id"], annotation["id"], file_name),
+                "area": annotation["area"],
+                "iscrowd": annotation["iscrowd"],
+            }
+            for annotation in row["annotations"]
+        ]
+        return image, {"image_id": image_id, "annotations": annotations}

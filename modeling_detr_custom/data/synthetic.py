@@ -1,0 +1,291 @@
+"""A synthetic shapes data set in COCO format: the built-in default of the scripts, the tests and `make demo`.
+
+Three classes (COCO category ids 1, 2, 3): `rectangle`, `ellipse`, `triangle`, drawn in filled colours on
+textured backgrounds (smooth noise, gradients or stripes). Each image holds 0 to `max_objects` shapes (about
+10% hold none: negative samples) whose sides are 10-50% of the image side; shapes may overlap, but a placement
+that would hide more than half of an earlier shape is rejected, and every box is the *visible* extent of its
+shape, so no annotation describes something that cannot be seen.
+
+Learnability is deliberate, because the data set is what shows that a small DETR trains on a CPU in minutes:
+each class has its own hue family (rectangles red-orange, ellipses green, triangles blue; saturated, varied in
+hue, saturation and brightness) and backgrounds are desaturated, so class and extent are visible at low
+resolution; the shapes themselves also differ, so the model can use either cue.
+
+Everything is a function of the seed: image `i` of a split draws from `numpy.random.default_rng((seed,
+split, i))`, so changing the number of training images does not change the validation images.
+
+    python -m modeling_detr_custom.data.synthetic OUT_DIR --num-train 1000 --num-val 200 --image-size 128 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "CATEGORIES",
+    "SyntheticSpec",
+    "ensure_synthetic_dataset",
+    "generate_image",
+    "synthetic_cache_dir",
+    "write_synthetic_dataset",
+]
+
+# Bump when the generator's output changes, so cached data sets are regenerated.
+GENERATOR_VERSION = 1
+
+CATEGORIES = [
+    {"id": 1, "name": "rectangle", "supercategory": "shape"},
+    {"id": 2, "name": "ellipse", "supercategory": "shape"},
+    {"id": 3, "name": "triangle", "supercategory": "shape"},
+]
+# Hue range (fraction of the colour wheel) of each category id.
+_HUES = {1: (0.97, 1.08), 2: (0.25, 0.42), 3: (0.55, 0.68)}
+_SPLITS = {"train": 0, "val": 1}
+_MIN_VISIBLE_FRACTION = 0.5
+_EMPTY_IMAGE_PROBABILITY = 0.1
+_PLACEMENT_TRIES = 10
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Parameters of a synthetic data set; `source` strings such as `synthetic:num_train=64,seed=1` set them."""
+
+    num_train: int = 1000
+    num_val: int = 200
+    image_size: int = 128
+    seed: int = 0
+    max_objects: int = 4
+
+    def __post_init__(self) -> None:
+        if self.num_train < 0 or self.num_val < 0:
+            raise ValueError(f"Image counts must be >= 0, got num_train={self.num_train}, num_val={self.num_val}.")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32 pixels, got {self.image_size}.")
+        if self.max_objects < 0:
+            raise ValueError(f"max_objects must be >= 0, got {self.max_objects}.")
+
+    @classmethod
+    def from_source(cls, source: str) -> SyntheticSpec:
+        """Parses `synthetic` or `synthetic:key=value,...` (keys: the fields of this class).
+
+        Raises:
+            ValueError: For another source, an unknown key or a non-integer value.
+        """
+        name, _, options = source.partition(":")
+        if name != "synthetic":
+            raise ValueError(f"Not a synthetic source: {source!r}.")
+        known = {f.name for f in fields(cls)}
+        values: dict[str, int] = {}
+        for option in filter(None, options.split(",")):
+            key, _, value = option.partition("=")
+            if key.strip() not in known or not value.strip().lstrip("-").isdigit():
+                raise ValueError(f"Bad option {option!r} in {source!r}; use key=integer with keys {sorted(known)}.")
+            values[key.strip()] = int(value)
+        return cls(**values)
+
+    def folder_name(self) -> str:
+        return (
+            f"synthetic-v{GENERATOR_VERSION}-train{self.num_train}-val{self.num_val}-size{self.image_size}"
+            f"-obj{self.max_objects}-seed{self.seed}"
+        )
+
+
+def synthetic_cache_dir(spec: SyntheticSpec) -> Path:
+    """`$DETR_CUSTOM_CACHE/<spec folder>`, default `~/.cache/detr_custom/<spec folder>`."""
+    base = os.environ.get("DETR_CUSTOM_CACHE") or Path.home() / ".cache" / "detr_custom"
+    return Path(base) / spec.folder_name()
+
+
+def ensure_synthetic_dataset(spec: SyntheticSpec, folder: str | Path | None = None) -> Path:
+    """Returns the folder of the data set, generating it on first use.
+
+    Generation writes into a temporary sibling folder that is renamed into place when complete, so concurrent
+    processes and interrupted runs never see a half-written data set.
+    """
+    folder = Path(folder) if folder is not None else synthetic_cache_dir(spec)
+    if (folder / "annotations" / "instances_val.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        write_synthetic_dataset(temporary, spec)
+        os.rename(temporary, folder)
+    except OSError:
+        if not (folder / "annotations" / "instances_val.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)  # left over only when another process won the race
+    return folder
+
+
+def write_synthetic_dataset(out_dir: str | Path, spec: SyntheticSpec) -> Path:
+    """Writes `annotations/instances_{train,val}.json` and `{train,val}/NNNNNN.png` under `out_dir`."""
+    out_dir = Path(out_dir)
+    (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", spec.num_train), ("val", spec.num_val)):
+        coco = _write_split(out_dir, split, count, spec)
+        with (out_dir / "annotations" / f"instances_{split}.json").open("w") as f:
+            json.dump(coco, f)
+    return out_dir
+
+
+def _write_split(out_dir: Path, split: str, count: int, spec: SyntheticSpec) -> dict[str, Any]:
+    (out_dir / split).mkdir(parents=True, exist_ok=True)
+    images, annotations, writes = [], [], []
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # PNG encoding drops the GIL
+        for index in range(count):
+            rng = np.random.default_rng((spec.seed, _SPLITS[split], index))
+            pixels, objects = generate_image(rng, spec.image_size, spec.max_objects)
+            file_name = f"{index + 1:06d}.png"
+            writes.append(pool.submit(Image.fromarray(pixels).save, out_dir / split / file_name, compress_level=1))
+            images.append(
+                {"id": index + 1, "file_name": file_name, "width": spec.image_size, "height": spec.image_size}
+            )
+            for obj in objects:
+                annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "iscrowd": 0, **obj})
+        for write in writes:
+            write.result()  # re-raises a failed write (e.g. disk full)
+    info = {"description": "detr-custom synthetic shapes", "generator_version": GENERATOR_VERSION, **asdict(spec)}
+    return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+
+
+def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) -> tuple[np.ndarray, list[dict]]:
+    """Draws one image.
+
+    Returns:
+        The pixels `(image_size, image_size, 3)` uint8, and per visible shape a dict with `category_id`,
+        `bbox` (COCO `[x, y, w, h]` of its visible pixels) and `area` (visible pixel count).
+    """
+    pixels = _background(rng, image_size)
+    owner = np.full((image_size, image_size), -1, dtype=np.int16)  # index of the shape owning each pixel
+    shapes: list[tuple[int, np.ndarray]] = []  # (category id, RGB colour)
+    empty = rng.random() < _EMPTY_IMAGE_PROBABILITY or max_objects == 0
+    for _ in range(0 if empty else int(rng.integers(1, max_objects + 1))):
+        category_id = int(rng.integers(1, len(CATEGORIES) + 1))
+        if _place_shape(rng, owner, category_id, len(shapes)):
+            shapes.append((category_id, _shape_colour(rng, category_id)))
+    objects = []
+    for index, (category_id, colour) in enumerate(shapes):
+        visible = owner == index
+        pixels[visible] = colour
+        ys, xs = np.nonzero(visible)
+        x0, y0 = int(xs.min()), int(ys.min())
+        bbox = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+        objects.append({"category_id": category_id, "bbox": bbox, "area": int(visible.sum())})
+    pixels += 4.0 * rng.standard_normal(pixels.shape, dtype=np.float32)  # a little sensor noise everywhere
+    return np.clip(pixels, 0, 255).astype(np.uint8), objects
+
+
+def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, index: int) -> bool:
+    """Draws a shape into `owner` unless every try would hide most of an earlier shape."""
+    size = owner.shape[0]
+    for _ in range(_PLACEMENT_TRIES):
+        width, height = (int(v) for v in rng.integers(max(int(0.1 * size), 4), int(0.5 * size) + 1, size=2))
+        x, y = int(rng.integers(0, size - width + 1)), int(rng.integers(0, size - height + 1))
+        mask = _shape_mask(rng, category_id, width, height)
+        region = owner[y : y + height, x : x + width]  # view: writes go into `owner`
+        covered = region[mask]
+        if _hides_too_much(owner, covered):
+            continue
+        region[mask] = index
+        return True
+    return False
+
+
+def _hides_too_much(owner: np.ndarray, covered: np.ndarray) -> bool:
+    """True if covering these pixels would leave an earlier shape less than half visible."""
+    hidden_ids, hidden_counts = np.unique(covered[covered >= 0], return_counts=True)
+    for shape_id, hidden in zip(hidden_ids, hidden_counts):
+        visible = np.count_nonzero(owner == shape_id)
+        if visible - hidden < _MIN_VISIBLE_FRACTION * visible:
+            return True
+    return False
+
+
+def _shape_mask(rng: np.random.Generator, category_id: int, width: int, height: int) -> np.ndarray:
+    """Boolean mask `(height, width)` of a rectangle, ellipse or triangle filling the box."""
+    if category_id == 1:
+        return np.ones((height, width), dtype=bool)
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    if category_id == 2:
+        draw.ellipse([0, 0, width - 1, height - 1], fill=1)
+    else:
+        # The apex lies on one side of the box (chosen at random), the base spans the opposite side.
+        apex = float(rng.uniform(0.0, 1.0))
+        w, h = width - 1, height - 1
+        corners = {
+            0: [(apex * w, 0), (0, h), (w, h)],
+            1: [(apex * w, h), (0, 0), (w, 0)],
+            2: [(0, apex * h), (w, 0), (w, h)],
+            3: [(w, apex * h), (0, 0), (0, h)],
+        }[int(rng.integers(0, 4))]
+        draw.polygon(corners, fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def _shape_colour(rng: np.random.Generator, category_id: int) -> np.ndarray:
+    hue = float(rng.uniform(*_HUES[category_id])) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, float(rng.uniform(0.65, 1.0)), float(rng.uniform(0.6, 1.0)))
+    return np.array([red, green, blue], dtype=np.float32) * 255.0
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A desaturated texture `(size, size, 3)` float: smooth noise, a gradient, or stripes."""
+    colour_a, colour_b = _muted_colour(rng), _muted_colour(rng)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        coarse = rng.random((size // 16 + 1, size // 16 + 1))
+        weight = np.kron(coarse, np.ones((16, 16)))[:size, :size]  # blocky noise, smoothed by the fine noise
+    elif kind == 1:
+        angle = rng.uniform(0.0, 2 * np.pi)
+        weight = (np.cos(angle) * xs + np.sin(angle) * ys + 1.5) / 3.0
+    else:
+        angle, frequency = rng.uniform(0.0, np.pi), rng.uniform(3.0, 10.0)
+        weight = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (np.cos(angle) * xs + np.sin(angle) * ys))
+    texture = colour_a + weight[..., None].astype(np.float32) * (colour_b - colour_a)
+    return texture + 8.0 * rng.standard_normal((size, size, 1), dtype=np.float32)
+
+
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    grey = rng.uniform(50.0, 210.0)
+    return (grey + rng.uniform(-20.0, 20.0, size=3)).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling_detr_custom.data.synthetic",
+        description="Write the synthetic shapes data set as a COCO-format folder.",
+    )
+    parser.add_argument("out_dir", type=Path, help="Folder to write (annotations/, train/, val/).")
+    defaults = SyntheticSpec()
+    parser.add_argument("--num-train", type=int, default=defaults.num_train, help="Images in the train split.")
+    parser.add_argument("--num-val", type=int, default=defaults.num_val, help="Images in the val split.")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size, help="Square image side in pixels.")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="Random seed; same seed, same files.")
+    parser.add_argument("--max-objects", type=int, default=defaults.max_objects, help="Most shapes per image.")
+    args = parser.parse_args(argv)
+    try:
+        spec = SyntheticSpec(args.num_train, args.num_val, args.image_size, args.seed, args.max_objects)
+    except ValueError as error:
+        parser.error(str(error))
+    write_synthetic_dataset(args.out_dir, spec)
+    print(f"Wrote {spec.num_train} train and {spec.num_val} val images to {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

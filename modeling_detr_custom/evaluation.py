@@ -1,0 +1,229 @@
+"""COCO bbox evaluation with pycocotools, shared by every script (train, Trainer, evaluate).
+
+    evaluator = CocoEvaluator(split.coco, split.mapping)
+    for batch in loader:
+        outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
+        sizes = torch.stack([t["orig_size"] for t in batch["labels"]])
+        ids = [int(t["image_id"]) for t in batch["labels"]]
+        evaluator.update(predictions_from_outputs(outputs, processor, sizes, ids))
+    print(format_metrics_table(evaluator.compute()))
+
+Predictions are kept per image as small CPU numpy arrays (never device tensors), keyed by image id, so results
+gathered from several processes merge by de-duplicating image ids, and the numbers do not depend on the batch
+size or the number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from .box_ops import box_xyxy_to_xywh
+from .data.categories import CategoryMapping
+
+__all__ = ["METRIC_NAMES", "CocoEvaluator", "format_metrics_table", "predictions_from_outputs"]
+
+# The first 9 of the 12 COCOeval.stats, in order; the 3 AR-by-area entries are not reported.
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+_METRIC_DESCRIPTIONS = {
+    "AP": "AP @ IoU=0.50:0.95, all areas, maxDets=100",
+    "AP50": "AP @ IoU=0.50",
+    "AP75": "AP @ IoU=0.75",
+    "APs": "AP, small objects (< 32^2 px)",
+    "APm": "AP, medium objects (32^2 - 96^2 px)",
+    "APl": "AP, large objects (> 96^2 px)",
+    "AR1": "AR, 1 detection per image",
+    "AR10": "AR, 10 detections per image",
+    "AR100": "AR, 100 detections per image",
+}
+
+
+class CocoEvaluator:
+    """Accumulates detections and scores them with `pycocotools.cocoeval.COCOeval` (bbox).
+
+    Args:
+        coco_gt: Ground truth of the evaluated split (e.g. `DetectionSplit.coco`), with the data set's own
+            category ids.
+        mapping: Maps predicted contiguous `labels` back to those category ids. May be omitted when every
+            prediction carries `category_ids` (as `predictions_from_outputs(..., mapping=...)` returns).
+        verbose: Let pycocotools print its own summary.
+    """
+
+    def __init__(self, coco_gt: COCO, mapping: CategoryMapping | None = None, verbose: bool = False) -> None:
+        self.coco_gt = coco_gt
+        self.mapping = mapping
+        self.verbose = verbose
+        self.predictions: dict[int, dict[str, np.ndarray]] = {}
+
+    def reset(self) -> None:
+        """Forgets every prediction."""
+        self.predictions = {}
+
+    def update(self, predictions: Iterable[Mapping[str, Any]]) -> None:
+        """Adds the detections of some images (a later update of the same image id replaces the earlier one).
+
+        Args:
+            predictions: Per image `{"image_id": int, "scores": (n,), "labels": (n,) contiguous labels,
+                "boxes": (n, 4) xyxy absolute pixels of the original image}`, tensors or arrays; optionally
+                `"category_ids": (n,)` (the data set's ids), used instead of mapping `labels`.
+
+        Raises:
+            ValueError: For an image id missing from the ground truth, mismatched lengths, or labels that
+                cannot be mapped.
+        """
+        for prediction in predictions:
+            entry = self._to_numpy(prediction)
+            self.predictions[int(entry["image_id"])] = entry
+
+    def results(self) -> list[dict[str, np.ndarray]]:
+        """This process's predictions, small and picklable, for `merge` on the main process."""
+        return list(self.predictions.values())
+
+    def merge(self, gathered: Iterable[Mapping[str, Any] | Iterable[Mapping[str, Any]]]) -> None:
+        """Adds predictions gathered from several processes: per-process lists, or one flat list.
+
+        Image ids seen twice (a distributed sampler repeats samples to even out the last batch) count once.
+        """
+        for item in gathered:
+            self.update([item] if isinstance(item, Mapping) else item)
+
+    def compute(self) -> dict[str, float]:
+        """COCO bbox metrics over the images seen by `update` (all ground-truth images if none were).
+
+        Returns:
+            `{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}` as floats in [0, 1]; -1 means
+            the split has no ground truth in that area range (pycocotools' convention). No detections give 0.
+        """
+        coco_dt = self._detections_as_coco()
+        coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+        if self.predictions:
+            coco_eval.params.imgIds = sorted(self.predictions)
+        output = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
+        with output:
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        return {name: float(coco_eval.stats[i]) for i, name in enumerate(METRIC_NAMES)}
+
+    def _to_numpy(self, prediction: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        image_id = int(_as_array(prediction["image_id"]).reshape(-1)[0])
+        if image_id not in self.coco_gt.imgs:
+            raise ValueError(f"Prediction for image_id {image_id}, which is not in the ground truth of this split.")
+        scores = _as_array(prediction["scores"]).astype(np.float32).reshape(-1)
+        boxes_xyxy = _as_array(prediction["boxes"]).astype(np.float32).reshape(-1, 4)
+        if "category_ids" in prediction:
+            category_ids = _as_array(prediction["category_ids"]).astype(np.int64).reshape(-1)
+        elif self.mapping is not None:
+            labels = _as_array(prediction["labels"]).reshape(-1)
+            category_ids = np.array([self.mapping.to_category_id(int(label)) for label in labels], dtype=np.int64)
+        else:
+            raise ValueError(
+                "Predictions have contiguous `labels` but the evaluator has no CategoryMapping to map them to the "
+                "data set's category ids: pass `mapping=` to CocoEvaluator or to predictions_from_outputs."
+            )
+        if not len(scores) == len(boxes_xyxy) == len(category_ids):
+            raise ValueError(
+                f"image_id {image_id}: {len(scores)} scores, {len(boxes_xyxy)} boxes and {len(category_ids)} labels; "
+                "they must have the same length."
+            )
+        return {"image_id": np.int64(image_id), "scores": scores, "boxes": boxes_xyxy, "category_ids": category_ids}
+
+    def detections(self) -> list[dict[str, Any]]:
+        """The detections in COCO results format: `[{"image_id", "category_id", "bbox" (xywh), "score"}]`.
+
+        Category ids are the data set's own, so the list can be written as a COCO detections JSON file.
+        """
+        detections = []
+        for prediction in self.predictions.values():
+            boxes_xywh = box_xyxy_to_xywh(torch.from_numpy(prediction["boxes"])).tolist()
+            for box, score, category_id in zip(boxes_xywh, prediction["scores"].tolist(), prediction["category_ids"]):
+                detections.append(
+                    {
+                        "image_id": int(prediction["image_id"]),
+                        "category_id": int(category_id),
+                        "bbox": box,
+                        "score": score,
+                    }
+                )
+        return detections
+
+    def _detections_as_coco(self) -> COCO:
+        """The detections as a COCO results object (also when there are none, which `loadRes` rejects)."""
+        annotations = [
+            {**detection, "id": index, "area": detection["bbox"][2] * detection["bbox"][3], "iscrowd": 0}
+            for index, detection in enumerate(self.detections(), start=1)
+        ]
+        coco_dt = COCO()
+        coco_dt.dataset = {
+            "images": copy.deepcopy(self.coco_gt.dataset["images"]),
+            "categories": copy.deepcopy(self.coco_gt.dataset["categories"]),
+            "annotations": annotations,
+        }
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt.createIndex()
+        return coco_dt
+
+
+def predictions_from_outputs(
+    outputs: Any,
+    processor: Any,
+    target_sizes: torch.Tensor | Sequence[Sequence[int]],
+    image_ids: Sequence[int],
+    mapping: CategoryMapping | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Post-processes a batch of model outputs into per-image detections for `CocoEvaluator.update`.
+
+    Every query is kept (threshold 0): COCO AP is computed over the ranked list, as the original DETR does.
+
+    Args:
+        outputs: Model outputs with `logits` `(B, Q, num_labels + 1)` and `pred_boxes` `(B, Q, 4)`.
+        processor: The image processor (`post_process_object_detection`).
+        target_sizes: `(B, 2)` original `(height, width)` of each image (the labels' `orig_size`).
+        image_ids: `B` image ids.
+        mapping: If given, each detection also carries `category_ids` (the data set's ids).
+
+    Returns:
+        Per image `{"image_id", "scores" (Q,), "labels" (Q,), "boxes" (Q, 4) xyxy pixels}` as CPU numpy arrays,
+        plus `"category_ids"` with `mapping`.
+    """
+    detections = processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=target_sizes)
+    if len(detections) != len(image_ids):
+        raise ValueError(f"Got outputs for {len(detections)} images but {len(image_ids)} image ids.")
+    results = []
+    for image_id, detection in zip(image_ids, detections):
+        labels = _as_array(detection["labels"]).astype(np.int64)
+        result = {
+            "image_id": np.int64(int(image_id)),
+            "scores": _as_array(detection["scores"]).astype(np.float32),
+            "labels": labels,
+            "boxes": _as_array(detection["boxes"]).astype(np.float32),
+        }
+        if mapping is not None:
+            result["category_ids"] = np.array([mapping.to_category_id(int(x)) for x in labels], dtype=np.int64)
+        results.append(result)
+    return results
+
+
+def format_metrics_table(metrics: Mapping[str, float]) -> str:
+    """A readable table of the metrics (`METRIC_NAMES` first, in order, then any others)."""
+    names = [n for n in METRIC_NAMES if n in metrics] + [n for n in metrics if n not in METRIC_NAMES]
+    lines = [f"{'metric':<7} {'value':>7}  description", f"{'-' * 7} {'-' * 7}  {'-' * 42}"]
+    for name in names:
+        value = metrics[name]
+        shown = "n/a" if value is None or value < 0 else f"{value:.4f}"
+        lines.append(f"{name:<7} {shown:>7}  {_METRIC_DESCRIPTIONS.get(name, '')}".rstrip())
+    return "\n".join(lines)
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", torch.float64 if value.is_floating_point() else torch.int64).numpy()
+    return np.asarray(value)

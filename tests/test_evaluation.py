@@ -1,0 +1,164 @@
+"""The pycocotools evaluator: perfect, missing, shifted and mislabelled predictions, merging, post-processing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_detr_custom.data import CategoryMapping, build_coco_gt, default_processor
+from modeling_detr_custom.evaluation import METRIC_NAMES, CocoEvaluator, format_metrics_table, predictions_from_outputs
+
+MAPPING = CategoryMapping([3, 10], ["circle", "square"])
+
+
+def _records() -> list[dict]:
+    """4 images of 100x80; image 4 has no objects. Boxes are xywh, categories 3 and 10."""
+    boxes = {
+        1: [([10, 10, 30, 20], 3), ([50, 30, 40, 40], 10)],
+        2: [([0, 0, 60, 50], 10)],
+        3: [([20, 20, 10, 10], 3), ([60, 10, 20, 30], 3), ([5, 40, 30, 30], 10)],
+        4: [],
+    }
+    annotation_id = iter(range(1, 100))
+    return [
+        {
+            "image_id": image_id,
+            "file_name": f"{image_id}.png",
+            "width": 100,
+            "height": 80,
+            "annotations": [
+                {"id": next(annotation_id), "bbox": box, "category_id": category, "area": box[2] * box[3], "iscrowd": 0}
+                for box, category in objects
+            ],
+        }
+        for image_id, objects in boxes.items()
+    ]
+
+
+@pytest.fixture(scope="module")
+def coco_gt():
+    return build_coco_gt(_records(), MAPPING)
+
+
+def _predictions(shift: float = 0.0, relabel: bool = False) -> list[dict]:
+    """Ground truth as predictions (contiguous labels, xyxy tensors), boxes moved right by `shift` x width."""
+    predictions = []
+    for record in _records():
+        boxes_xyxy = [
+            [x + shift * w, y, x + w + shift * w, y + h] for x, y, w, h in (a["bbox"] for a in record["annotations"])
+        ]
+        labels = [MAPPING.to_label(a["category_id"]) for a in record["annotations"]]
+        if relabel:
+            labels = [1 - label for label in labels]
+        predictions.append(
+            {
+                "image_id": record["image_id"],
+                "scores": torch.linspace(0.9, 0.5, len(labels)),
+                "labels": torch.tensor(labels, dtype=torch.int64),
+                "boxes": torch.tensor(boxes_xyxy, dtype=torch.float32).reshape(-1, 4),
+            }
+        )
+    return predictions
+
+
+def _evaluate(coco_gt, predictions: list[dict]) -> dict[str, float]:
+    evaluator = CocoEvaluator(coco_gt, MAPPING)
+    evaluator.update(predictions)
+    return evaluator.compute()
+
+
+def test_perfect_predictions_give_ap_1(coco_gt) -> None:
+    metrics = _evaluate(coco_gt, _predictions())
+    assert set(metrics) == set(METRIC_NAMES)
+    for name in ("AP", "AP50", "AP75", "AR10", "AR100"):
+        assert metrics[name] == pytest.approx(1.0), name
+
+
+def test_no_predictions_give_0_not_a_crash(coco_gt) -> None:
+    evaluator = CocoEvaluator(coco_gt, MAPPING)
+    assert evaluator.compute()["AP"] == 0.0  # nothing seen: every ground-truth image, no detections
+    evaluator.update([{"image_id": i, "scores": [], "labels": [], "boxes": np.zeros((0, 4))} for i in (1, 2, 3, 4)])
+    metrics = evaluator.compute()
+    assert metrics["AP"] == 0.0 and metrics["AP50"] == 0.0 and metrics["AR100"] == 0.0
+
+
+def test_shifted_predictions_score_lower(coco_gt) -> None:
+    ap = [_evaluate(coco_gt, _predictions(shift))["AP"] for shift in (0.0, 0.1, 0.3, 0.6)]
+    assert ap[0] == pytest.approx(1.0) and ap[0] > ap[1] > ap[2] > ap[3]
+    assert _evaluate(coco_gt, _predictions(0.6))["AP50"] == 0.0
+
+
+def test_labels_are_mapped_back_to_the_data_set_ids(coco_gt) -> None:
+    assert _evaluate(coco_gt, _predictions(relabel=True))["AP"] == 0.0
+    evaluator = CocoEvaluator(coco_gt, MAPPING)
+    evaluator.update(_predictions())
+    assert {d["category_id"] for d in evaluator.detections()} == {3, 10}
+
+
+def test_false_positive_on_an_image_without_objects_lowers_precision(coco_gt) -> None:
+    predictions = _predictions()
+    predictions[3] = {"image_id": 4, "scores": [0.95], "labels": [0], "boxes": [[10.0, 10.0, 40.0, 30.0]]}
+    assert _evaluate(coco_gt, predictions)["AP"] < 1.0
+
+
+def test_merging_process_results_deduplicates_image_ids(coco_gt) -> None:
+    """Two processes, the distributed sampler repeating image 1 on the second: same numbers as one process."""
+    predictions = _predictions(0.1)
+    process_0, process_1 = CocoEvaluator(coco_gt, MAPPING), CocoEvaluator(coco_gt, MAPPING)
+    process_0.update(predictions[:2])
+    process_1.update(predictions[2:] + predictions[:1])
+    merged = CocoEvaluator(coco_gt, MAPPING)
+    merged.merge([process_0.results(), process_1.results()])
+    assert len(merged.predictions) == 4
+    assert merged.compute() == _evaluate(coco_gt, predictions)
+    flat = CocoEvaluator(coco_gt, MAPPING)
+    flat.merge(process_0.results() + process_1.results())  # what accelerate's gather_object returns
+    assert flat.compute() == merged.compute()
+
+
+def test_evaluates_only_the_images_it_was_given(coco_gt) -> None:
+    """An evaluation over part of a split (e.g. a few eval batches) is not penalised for the rest."""
+    assert _evaluate(coco_gt, _predictions()[:2])["AP"] == pytest.approx(1.0)
+
+
+def test_keeps_small_cpu_arrays_not_tensors(coco_gt) -> None:
+    evaluator = CocoEvaluator(coco_gt, MAPPING)
+    evaluator.update(_predictions())
+    for entry in evaluator.predictions.values():
+        assert all(isinstance(v, (np.ndarray, np.integer)) for v in entry.values())
+        assert entry["boxes"].dtype == np.float32
+
+
+def test_rejects_unknown_images_and_unmappable_labels(coco_gt) -> None:
+    evaluator = CocoEvaluator(coco_gt, MAPPING)
+    with pytest.raises(ValueError, match="image_id 99"):
+        evaluator.update([{"image_id": 99, "scores": [1.0], "labels": [0], "boxes": [[0, 0, 1, 1]]}])
+    with pytest.raises(ValueError, match="outside 0..1"):
+        evaluator.update([{"image_id": 1, "scores": [1.0], "labels": [2], "boxes": [[0, 0, 1, 1]]}])
+    with pytest.raises(ValueError, match="CategoryMapping"):
+        CocoEvaluator(coco_gt).update(_predictions())
+
+
+def test_predictions_from_outputs_keep_every_query_in_original_pixels(coco_gt) -> None:
+    processor = default_processor(64)
+    logits = torch.full((2, 3, 3), -5.0)  # (B, Q, num_labels + 1)
+    logits[0, 0, 1] = logits[1, :, 0] = 5.0
+    pred_boxes = torch.tensor([[0.25, 0.5, 0.1, 0.2]]).expand(2, 3, 4)  # normalised cxcywh
+    target_sizes = torch.tensor([[80, 100], [40, 50]])  # (height, width)
+    predictions = predictions_from_outputs(
+        {"logits": logits, "pred_boxes": pred_boxes}, processor, target_sizes, [1, 2], MAPPING
+    )
+    assert [len(p["scores"]) for p in predictions] == [3, 3]  # threshold 0: all queries
+    np.testing.assert_allclose(predictions[0]["boxes"][0], [20.0, 32.0, 30.0, 48.0], atol=1e-4)
+    np.testing.assert_allclose(predictions[1]["boxes"][0], [10.0, 16.0, 15.0, 24.0], atol=1e-4)
+    assert predictions[0]["labels"][0] == 1 and predictions[0]["category_ids"][0] == 10
+    assert predictions[1]["category_ids"].tolist() == [3, 3, 3]
+    CocoEvaluator(coco_gt).update(predictions)  # category_ids suffice without a mapping
+
+
+def test_metrics_table_lists_every_metric() -> None:
+    table = format_metrics_table({name: 0.5 for name in METRIC_NAMES} | {"APl": -1.0})
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(METRIC_NAMES)
+    assert lines[2].split()[:2] == ["AP", "0.5000"] and "n/a" in table
