@@ -1,0 +1,178 @@
+"""Hub-style checkpoint folders: model card, and upload with `huggingface_hub`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HubUploadError", "hub_errors", "push_folder_to_hub", "render_model_card", "save_hub_checkpoint"]
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+
+
+class HubUploadError(RuntimeError):
+    """Uploading failed for a reason the user can fix (no token, no network, no permission)."""
+
+
+def render_model_card(
+    *,
+    repo_id: str,
+    dataset: str,
+    id2label: Mapping[int, str],
+    hyperparameters: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    base_model: str | None = None,
+) -> str:
+    """A model card (`README.md`) with YAML metadata the Hub understands and a snippet that runs as written."""
+    labels = ", ".join(f"`{name}`" for _, name in sorted((int(k), v) for k, v in id2label.items()))
+    yaml = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: object-detection",
+        "license: apache-2.0",
+        "tags:",
+        "- object-detection",
+        "- detr",
+        "- detr-custom",
+        "- vision",
+        f"datasets:\n- {dataset}",
+    ]
+    if base_model:
+        yaml.append(f"base_model: {base_model}")
+    if metrics:
+        yaml += _model_index(repo_id, dataset, metrics)
+    yaml.append("---")
+    body = [
+        f"# {repo_id}",
+        "",
+        f"DETR (DEtection TRansformer) trained with [detr-custom](https://github.com/) on `{dataset}`.",
+        "",
+        f"Labels ({len(id2label)}): {labels}",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'detector = pipeline("object-detection", model="{repo_id}", trust_remote_code=True)',
+        'print(detector("image.jpg", threshold=0.5))',
+        "```",
+    ]
+    if metrics:
+        body += ["", "## Evaluation (COCO bbox, pycocotools)", "", "| metric | value |", "|---|---|"]
+        body += [f"| {k} | {metrics[k]:.4f} |" for k in METRIC_KEYS if k in metrics]
+    if hyperparameters:
+        body += ["", "## Training hyper-parameters", "", "| name | value |", "|---|---|"]
+        body += [f"| {k} | {v} |" for k, v in hyperparameters.items()]
+    return "\n".join(yaml + body) + "\n"
+
+
+def _model_index(repo_id: str, dataset: str, metrics: Mapping[str, float]) -> list[str]:
+    lines = [
+        "model-index:",
+        f"- name: {json.dumps(repo_id)}",
+        "  results:",
+        "  - task:",
+        "      type: object-detection",
+        "    dataset:",
+        f"      name: {json.dumps(dataset)}",
+        f"      type: {json.dumps(dataset)}",
+        "    metrics:",
+    ]
+    for key in METRIC_KEYS:
+        if key in metrics:
+            lines += [f"    - type: {key}", f"      value: {float(metrics[key]):.4f}", f"      name: {key}"]
+    return lines
+
+
+def save_hub_checkpoint(
+    model: Any,
+    processor: Any,
+    output_dir: str | os.PathLike,
+    *,
+    dataset: str,
+    hyperparameters: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write a complete Hub repository: weights, config with `auto_map`, processor, source files, model card.
+
+    `repo_id` (default: the folder's name) is the repository the card's usage snippet loads.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    card = render_model_card(
+        repo_id=repo_id or output_dir.name,
+        dataset=dataset,
+        id2label=model.config.id2label,
+        hyperparameters=hyperparameters,
+        metrics=metrics,
+        base_model=base_model,
+    )
+    (output_dir / "README.md").write_text(card)
+    if metrics:
+        (output_dir / "eval_results.json").write_text(json.dumps(dict(metrics), indent=2))
+    return output_dir
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, token: str | None = None) -> Iterator[None]:
+    """Checks that a token exists, then turns any failure of the Hub calls inside the block into `HubUploadError`.
+
+    Shared by `push_folder_to_hub` and the Trainer's own `--push_to_hub`, so both fail with the same one line.
+
+    Raises:
+        HubUploadError: no token (neither `token`, `HF_TOKEN` nor `hf auth login`), no network, or a refusal.
+    """
+    from huggingface_hub import get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not (token or get_token()):
+        raise HubUploadError("No Hugging Face token: set HF_TOKEN or run `hf auth login`.")
+    try:
+        yield
+    except HubUploadError:
+        raise
+    except HfHubHTTPError as err:
+        raise HubUploadError(f"The Hub refused the upload to {repo_id}: {str(err).splitlines()[0]}") from err
+    except Exception as err:  # network layer errors (httpx, OSError, offline mode) differ across versions
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise HubUploadError(f"Could not reach the Hub to upload {repo_id}: {reason}") from err
+
+
+def push_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload DETR checkpoint",
+) -> str:
+    """Create the repository if needed and upload `folder`; returns the commit URL.
+
+    Raises:
+        HubUploadError: with a one-line reason when there is no token, no network or no permission.
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise HubUploadError(f"{folder} is not a checkpoint folder (no config.json)")
+    token = token or os.environ.get("HF_TOKEN")
+    with hub_errors(repo_id, token):
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), revision=revision, commit_message=commit_message
+        )
+    return str(info)

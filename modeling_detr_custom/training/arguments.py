@@ -1,0 +1,109 @@
+"""Command-line arguments of `scripts/train.py`, named as transformers' `TrainingArguments` names them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["DetrTrainingArguments"]
+
+
+@dataclass
+class DetrTrainingArguments:
+    """Everything `scripts/train.py` accepts. Defaults are the original DETR recipe except where noted."""
+
+    data: str = field(
+        default="synthetic",
+        metadata={
+            "help": "What to train on: a COCO folder (annotations/instances_<split>.json + <split>/ images), a "
+            "folder or Hub name that `datasets.load_dataset` opens (columns image, image_id, objects), or "
+            "'synthetic' (the built-in shapes data set, generated on first use)."
+        },
+    )
+    model: str = field(
+        default="detr-tiny",
+        metadata={
+            "help": "Model to train: a checkpoint folder or Hub id to fine-tune from (the class head is "
+            "re-initialised when the number of classes differs), or a named configuration: "
+            "'detr-resnet-50', 'detr-resnet-101', 'detr-tiny' (small from-scratch CPU default)."
+        },
+    )
+    output_dir: str = field(
+        default="outputs/detr-custom",
+        metadata={"help": "Where checkpoints, the best and the last model (Hub-style folders) and logs go."},
+    )
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str = field(default="val", metadata={"help": "Split used for evaluation."})
+    num_train_epochs: float = field(default=300, metadata={"help": "Number of training epochs."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "If > 0, total number of optimizer steps; overrides num_train_epochs."}
+    )
+    per_device_train_batch_size: int = field(default=2, metadata={"help": "Images per device per step."})
+    per_device_eval_batch_size: int = field(default=2, metadata={"help": "Images per device for evaluation."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the transformer."})
+    lr_backbone: float = field(
+        default=1e-5, metadata={"help": "Learning rate of the backbone parameters (0 freezes the backbone)."}
+    )
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
+    lr_drop: int = field(
+        default=200, metadata={"help": "Epoch after which the learning rates are multiplied by 0.1 (StepLR)."}
+    )
+    max_grad_norm: float = field(default=0.1, metadata={"help": "Gradient clipping max norm (0 disables)."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Number of batches accumulated before each optimizer step."}
+    )
+    mixed_precision: str = field(default="no", metadata={"help": "Mixed precision: 'no', 'fp16' (CUDA) or 'bf16'."})
+    no_augment: bool = field(
+        default=False,
+        metadata={"help": "Disable the DETR training augmentation (flip, multi-scale resize, random crop)."},
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Shortest edge for evaluation and the largest training scale. Default: 800 for real data, "
+            "the data set's own size for synthetic data."
+        },
+    )
+    eval_steps: int = field(
+        default=0, metadata={"help": "Evaluate every N optimizer steps (0: at the end of every epoch)."}
+    )
+    save_steps: int = field(
+        default=0, metadata={"help": "Save a resumable checkpoint every N optimizer steps (0: every epoch)."}
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Resumable checkpoints kept on disk."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume from a checkpoint folder, or 'latest' for the newest complete one in output_dir."},
+    )
+    seed: int = field(default=42, metadata={"help": "Random seed (each process adds its rank, as the original)."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Where to log: 'tensorboard', 'wandb' or 'none'."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss terms every N optimizer steps."})
+    on_bad_data: str = field(
+        default="raise",
+        metadata={
+            "help": "'raise' stops at the first unreadable image or bad annotation; 'skip' warns, "
+            "skips it and reports the count at the end."
+        },
+    )
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the final model folder to the Hub."})
+    hub_model_id: str | None = field(
+        default=None, metadata={"help": "Hub repository for --push_to_hub (default: the output_dir name)."}
+    )
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in {"no", "fp16", "bf16"}:
+            raise ValueError(f"--mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.report_to not in {"tensorboard", "wandb", "none"}:
+            raise ValueError(f"--report_to must be 'tensorboard', 'wandb' or 'none', got {self.report_to!r}")
+        if self.on_bad_data not in {"raise", "skip"}:
+            raise ValueError(f"--on_bad_data must be 'raise' or 'skip', got {self.on_bad_data!r}")
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("Give a positive --num_train_epochs or --max_steps")

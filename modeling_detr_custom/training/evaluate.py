@@ -1,0 +1,69 @@
+"""Evaluate a checkpoint folder on a data set split with pycocotools (behind `scripts/evaluate.py`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from ..data import CategoryMapping, load_detection_split
+from ..evaluation import CocoEvaluator, format_metrics_table
+from ..image_processing_detr_custom import DetrCustomImageProcessor
+from ..modeling_detr_custom import DetrCustomForObjectDetection
+from .evaluation_loop import evaluate_model
+
+__all__ = ["EvaluateArguments", "evaluate_checkpoint"]
+
+
+@dataclass
+class EvaluateArguments:
+    """Arguments of `scripts/evaluate.py`."""
+
+    model: str = field(metadata={"help": "Checkpoint folder or Hub id (config.json, model.safetensors, ...)."})
+    data: str = field(
+        default="synthetic",
+        metadata={"help": "COCO folder, `datasets` folder or Hub name, or 'synthetic' (as for training)."},
+    )
+    split: str = field(default="val", metadata={"help": "Split to evaluate."})
+    output: str | None = field(default=None, metadata={"help": "Write the metrics as JSON to this file."})
+    detections: str | None = field(
+        default=None,
+        metadata={"help": "Write every detection as a COCO results JSON (the data set's own category ids)."},
+    )
+    per_device_eval_batch_size: int = field(default=2, metadata={"help": "Images per device per batch."})
+    mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' (CUDA) or 'bf16'."})
+    on_bad_data: str = field(default="raise", metadata={"help": "'raise' or 'skip' unreadable images/annotations."})
+
+
+def evaluate_checkpoint(args: EvaluateArguments) -> dict[str, float] | None:
+    """COCO bbox metrics of `args.model` on `args.data`/`args.split`; the dict on the main process, else None.
+
+    The model's labels are mapped back to the data set's category ids through the `category_ids` the training
+    script wrote into its config; a model trained on other categories is refused rather than scored wrongly.
+    """
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    model = DetrCustomForObjectDetection.from_pretrained(args.model)
+    processor = DetrCustomImageProcessor.from_pretrained(args.model)
+    model_mapping = CategoryMapping.from_config(model.config)
+    with accelerator.main_process_first():
+        split = load_detection_split(args.data, args.split, processor=processor, on_error=args.on_bad_data)
+    split.mapping.check_compatible(model_mapping)
+    loader = DataLoader(split.dataset, batch_size=args.per_device_eval_batch_size, collate_fn=split.collate_fn)
+    model, loader = accelerator.prepare(model, loader)
+    evaluator = CocoEvaluator(split.coco, split.mapping)
+    metrics = evaluate_model(model, loader, processor, evaluator, split.mapping, accelerator)
+    if accelerator.is_main_process:
+        print(f"COCO bbox metrics of {args.model} on {args.data} [{args.split}]:")
+        print(format_metrics_table(metrics))
+        if split.report():
+            print(split.report())
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(metrics, indent=2))
+        if args.detections:
+            Path(args.detections).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.detections).write_text(json.dumps(evaluator.detections()))
+    return metrics

@@ -1,0 +1,274 @@
+"""The Accelerate training loop behind `scripts/train.py`: one process, many GPUs, or CPU processes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data import DetectionSplit, load_detection_split
+from ..evaluation import CocoEvaluator, format_metrics_table
+from ..hub import push_folder_to_hub, save_hub_checkpoint
+from .arguments import DetrTrainingArguments
+from .checkpointing import TrainingProgress, find_latest_checkpoint, load_checkpoint, save_checkpoint
+from .evaluation_loop import evaluate_model
+from .logging_utils import LossMeter
+from .models import load_model_for_training
+from .optim import build_lr_scheduler, build_optimizer
+
+__all__ = ["NonFiniteLossError", "TrainResult", "train"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; raised before the optimizer step so no weight is corrupted."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind."""
+
+    output_dir: Path
+    last_model_dir: Path
+    best_model_dir: Path | None
+    metrics: dict[str, float] | None
+    best_metrics: dict[str, float] | None
+    steps: int
+
+
+@dataclass
+class _Run:
+    """Everything the loop needs, prepared by Accelerate."""
+
+    accelerator: Accelerator
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    train_loader: Any
+    eval_loader: Any
+    train: DetectionSplit
+    eval: DetectionSplit
+    steps_per_epoch: int
+    max_steps: int
+    metrics: dict[str, float] | None = None
+    metrics_step: int = -1
+    best_metrics: dict[str, float] | None = None
+
+
+def train(args: DetrTrainingArguments) -> TrainResult:
+    """Train, evaluate and save as `args` says; returns where the models went and their metrics."""
+    run = _setup(args)
+    accelerator = run.accelerator
+    progress = _maybe_resume(run, args)
+    if progress.step == 0:  # a resumed run continues with the random states its checkpoint restored
+        set_seed(args.seed + accelerator.process_index)  # the original: seed + rank
+    output_dir = Path(args.output_dir)
+    bar = tqdm(total=run.max_steps, initial=progress.step, desc="train", disable=not accelerator.is_main_process)
+    meter = LossMeter()
+    while progress.step < run.max_steps:
+        if _train_epoch(run, args, progress, bar, meter):
+            _evaluate_and_save(run, args, progress, epoch_end=True)
+    bar.close()
+    if run.metrics_step != progress.step:
+        _evaluate(run, args, progress)
+    if not (Path(args.output_dir) / f"checkpoint-{progress.step}").is_dir():
+        save_checkpoint(accelerator, args.output_dir, progress, keep=args.save_total_limit)
+    last_dir = _save_model(run, args, output_dir / "last", run.metrics)
+    best_dir = output_dir / "best" if (output_dir / "best").is_dir() else None
+    if accelerator.is_main_process:
+        _report_skipped(run)
+        if args.push_to_hub:
+            push_folder_to_hub(last_dir, args.hub_model_id or output_dir.name, private=args.hub_private_repo)
+    accelerator.end_training()
+    return TrainResult(output_dir, last_dir, best_dir, run.metrics, run.best_metrics, progress.step)
+
+
+def _setup(args: DetrTrainingArguments) -> _Run:
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/runs"),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    set_seed(args.seed)  # identical initial weights on every process
+    with accelerator.main_process_first():  # the synthetic data set is generated once
+        train_split, eval_split = _load_splits(args)
+    model, _ = load_model_for_training(args.model, train_split.mapping)
+    optimizer = build_optimizer(model, args.learning_rate, args.lr_backbone, args.weight_decay)
+    train_loader = DataLoader(
+        train_split.dataset,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=train_split.collate_fn,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    eval_loader = DataLoader(
+        eval_split.dataset,
+        batch_size=args.per_device_eval_batch_size,
+        collate_fn=eval_split.collate_fn,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator(),  # evaluating must not consume the training random stream
+    )
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    steps_per_epoch = max(math.ceil(len(train_loader) / args.gradient_accumulation_steps), 1)
+    max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
+    # Not passed to `prepare`: Accelerate would step it once per process; it counts optimizer steps.
+    scheduler = build_lr_scheduler(optimizer, args.lr_drop * steps_per_epoch)
+    accelerator.register_for_checkpointing(scheduler)
+    if args.report_to != "none":
+        accelerator.init_trackers("detr-custom", config=_hparams(args))
+    return _Run(
+        accelerator, model, optimizer, scheduler, train_loader, eval_loader,
+        train_split, eval_split, steps_per_epoch, max_steps,
+    )  # fmt: skip
+
+
+def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, DetectionSplit]:
+    common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed}
+    train_split = load_detection_split(args.data, args.train_split, train=True, augment=not args.no_augment, **common)
+    eval_split = load_detection_split(args.data, args.eval_split, train=False, mapping=train_split.mapping, **common)
+    return train_split, eval_split
+
+
+def _maybe_resume(run: _Run, args: DetrTrainingArguments) -> TrainingProgress:
+    if not args.resume_from_checkpoint:
+        return TrainingProgress()
+    path = args.resume_from_checkpoint
+    if path == "latest":
+        path = find_latest_checkpoint(args.output_dir)
+        if path is None:
+            run.accelerator.print(f"No complete checkpoint in {args.output_dir}; starting from scratch.")
+            return TrainingProgress()
+    progress = load_checkpoint(run.accelerator, path)
+    run.accelerator.print(f"Resumed from {path} at step {progress.step} (epoch {progress.epoch}).")
+    return progress
+
+
+def _train_epoch(
+    run: _Run, args: DetrTrainingArguments, progress: TrainingProgress, bar: tqdm, meter: LossMeter
+) -> bool:
+    """Train until the end of the epoch or `max_steps`; True when the epoch ran to its end."""
+    accelerator, model = run.accelerator, run.model
+    model.train()
+    run.train_loader.set_epoch(progress.epoch)
+    run.train.set_epoch(progress.epoch)
+    loader = run.train_loader
+    if progress.batch_in_epoch:
+        loader = accelerator.skip_first_batches(loader, progress.batch_in_epoch)
+    for batch in loader:
+        with accelerator.accumulate(model):
+            outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], labels=batch["labels"])
+            _check_finite(outputs.loss, outputs.loss_dict, batch["labels"], progress)
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients and args.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+        progress.batch_in_epoch += 1
+        meter.update(outputs.loss, outputs.loss_dict)
+        if accelerator.sync_gradients:
+            run.scheduler.step()
+            progress.step += 1
+            _after_step(run, args, progress, bar, meter)
+            if progress.step >= run.max_steps:
+                return False
+    progress.epoch += 1
+    progress.batch_in_epoch = 0
+    return True
+
+
+def _after_step(
+    run: _Run, args: DetrTrainingArguments, progress: TrainingProgress, bar: tqdm, meter: LossMeter
+) -> None:
+    lr = run.optimizer.param_groups[0]["lr"]
+    if progress.step % args.logging_steps == 0 or progress.step == run.max_steps:
+        means = {k: v.item() for k, v in run.accelerator.reduce(meter.means(), reduction="mean").items()}
+        run.accelerator.log({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr}, step=progress.step)
+        bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.1e}")
+        meter.reset()
+    bar.update(1)
+    if progress.step < run.max_steps:
+        _evaluate_and_save(run, args, progress, epoch_end=False)
+
+
+def _evaluate_and_save(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress, epoch_end: bool) -> None:
+    """Evaluate and/or write a resumable checkpoint when `--eval_steps`/`--save_steps` say so (0 = per epoch)."""
+
+    def due(every: int) -> bool:
+        return epoch_end if every == 0 else (not epoch_end and progress.step % every == 0)
+
+    if due(args.eval_steps):
+        _evaluate(run, args, progress)
+    if due(args.save_steps):
+        save_checkpoint(run.accelerator, args.output_dir, progress, keep=args.save_total_limit)
+
+
+def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress) -> None:
+    """COCO-evaluate, print the table, log it, and save the model as `best` when its AP is the highest yet."""
+    accelerator = run.accelerator
+    evaluator = CocoEvaluator(run.eval.coco, run.eval.mapping)
+    metrics = evaluate_model(run.model, run.eval_loader, run.eval.processor, evaluator, run.eval.mapping, accelerator)
+    metrics = _broadcast(accelerator, metrics)
+    accelerator.print(f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}':")
+    accelerator.print(format_metrics_table(metrics))
+    accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=progress.step)
+    run.metrics, run.metrics_step = metrics, progress.step
+    if run.best_metrics is None or metrics["AP"] > run.best_metrics["AP"]:
+        run.best_metrics = metrics
+        _save_model(run, args, Path(args.output_dir) / "best", metrics)
+
+
+def _broadcast(accelerator: Accelerator, metrics: dict[str, float] | None) -> dict[str, float]:
+    from accelerate.utils import broadcast_object_list
+
+    box = [metrics]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: dict | None) -> Path:
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(run.model)
+        save_hub_checkpoint(
+            model,
+            run.train.processor,
+            folder,
+            dataset=args.data,
+            hyperparameters=_hparams(args),
+            metrics=metrics,
+        )
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def _check_finite(loss: torch.Tensor, loss_dict: dict, labels: list[dict], progress: TrainingProgress) -> None:
+    if torch.isfinite(loss).all():
+        return
+    bad = sorted(k for k, v in loss_dict.items() if not torch.isfinite(v).all())
+    image_ids = [int(t["image_id"]) for t in labels if "image_id" in t]
+    raise NonFiniteLossError(
+        f"Non-finite loss at step {progress.step + 1} (terms: {', '.join(bad) or 'loss'}) on the batch with "
+        f"image ids {image_ids}. The step was not applied. Lower --learning_rate, check these images' "
+        "annotations, or use --mixed_precision no."
+    )
+
+
+def _report_skipped(run: _Run) -> None:
+    for split in (run.train, run.eval):
+        report = split.report()
+        if report:
+            run.accelerator.print(report)
+
+
+def _hparams(args: DetrTrainingArguments) -> dict[str, Any]:
+    return {k: v for k, v in asdict(args).items() if isinstance(v, (int, float, str, bool))}

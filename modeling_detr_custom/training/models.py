@@ -1,0 +1,73 @@
+"""Named model configurations and loading a model to train from a name, a config file or a checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..configuration_detr_custom import DetrCustomConfig
+from ..data.categories import CategoryMapping
+from ..modeling_detr_custom import DetrCustomForObjectDetection
+
+__all__ = ["MODEL_PRESETS", "load_model_for_training"]
+
+# Named configurations. "detr-resnet-50/101" are the original architectures (ImageNet backbone weights from timm
+# when reachable). "detr-tiny" is the small configuration that trains fastest from scratch on a CPU; see the
+# README for the measurements behind it.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "detr-resnet-50": {"backbone": "resnet50", "use_pretrained_backbone": True},
+    "detr-resnet-101": {"backbone": "resnet101", "use_pretrained_backbone": True},
+    "detr-tiny": {
+        "backbone": "resnet18",
+        "use_pretrained_backbone": False,
+        "freeze_backbone_batch_norm": False,
+        "backbone_trainable_layers": 5,
+        "d_model": 128,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 512,
+        "decoder_ffn_dim": 512,
+        "num_queries": 20,
+        "dropout": 0.0,
+    },
+}
+
+
+def load_model_for_training(
+    model: str, mapping: CategoryMapping, **config_overrides: Any
+) -> tuple[DetrCustomForObjectDetection, str | None]:
+    """Build or load the model to train and give it the data set's labels.
+
+    Args:
+        model: a preset name (`MODEL_PRESETS`), a `config.json`-style file to build a fresh model from, or a
+            checkpoint folder / Hub id to fine-tune (a different number of classes re-initialises only the
+            class head).
+        mapping: the training data's categories; written into the config (`id2label`, `label2id`,
+            `category_ids`) so predictions map back to the data set's own ids.
+        config_overrides: config fields to set on a fresh model (ignored for checkpoints).
+
+    Returns:
+        The model and the base checkpoint it came from (None for a fresh model).
+    """
+    if model in MODEL_PRESETS or Path(model).is_file():
+        if model in MODEL_PRESETS:
+            config = DetrCustomConfig(**{**MODEL_PRESETS[model], **config_overrides})
+        else:
+            config = DetrCustomConfig.from_json_file(model)
+            for key, value in config_overrides.items():
+                setattr(config, key, value)
+        mapping.apply_to_config(config)
+        return DetrCustomForObjectDetection(config), None
+    if not Path(model).is_dir() and "/" not in model:
+        raise ValueError(
+            f"--model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a config file, a checkpoint "
+            "folder nor a Hub id (owner/name)."
+        )
+    labels = {"id2label": mapping.id2label, "label2id": mapping.label2id, "category_ids": list(mapping.category_ids)}
+    loaded = DetrCustomForObjectDetection.from_pretrained(
+        model, ignore_mismatched_sizes=True, token=os.environ.get("HF_TOKEN"), **labels
+    )
+    return loaded, model

@@ -1,0 +1,159 @@
+"""`scripts/train.py` and `scripts/evaluate.py` end to end: real Accelerate processes, real files, pycocotools."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = "synthetic:num_train=12,num_val=6,image_size=64,seed=3"
+TINY_MODEL = {
+    "backbone": "resnet18",
+    "d_model": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "num_queries": 8,
+    "freeze_backbone_batch_norm": False,
+    "backbone_trainable_layers": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("train")
+    (path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    return path
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DETR_CUSTOM_CACHE=str(workdir / "cache"), OMP_NUM_THREADS="1")
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def _train_command(workdir: Path, output_dir: Path, *extra: str, processes: int = 1) -> list[str]:
+    script = [str(REPO / "scripts" / "train.py")]
+    if processes > 1:
+        accelerate = str(Path(sys.executable).parent / "accelerate")
+        launcher = [accelerate, "launch", "--num_processes", str(processes), "--cpu", "--num_machines", "1"]
+        launcher += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    else:
+        launcher = [sys.executable]
+    args = ["--data", DATA, "--model", str(workdir / "tiny.json"), "--output_dir", str(output_dir)]
+    args += ["--report_to", "none", "--logging_steps", "1", "--per_device_train_batch_size", "2"]
+    return launcher + script + args + list(extra)
+
+
+def _run(command: list[str], workdir: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def _evaluate(workdir: Path, model_dir: Path, name: str, *extra: str) -> tuple[dict, list]:
+    metrics, detections = workdir / f"{name}.json", workdir / f"{name}-detections.json"
+    command = [sys.executable, str(REPO / "scripts" / "evaluate.py"), "--model", str(model_dir), "--data", DATA]
+    _run(command + ["--output", str(metrics), "--detections", str(detections), *extra], workdir)
+    return json.loads(metrics.read_text()), json.loads(detections.read_text())
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def test_two_process_run_trains_evaluates_and_saves(workdir: Path) -> None:
+    output_dir = workdir / "ddp"
+    result = _run(_train_command(workdir, output_dir, "--max_steps", "4", processes=2), workdir)
+    assert "COCO bbox" in result.stdout and "AR100" in result.stdout  # the metrics table
+    last = output_dir / "last"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "eval_results.json"):
+        assert (last / name).is_file(), name
+    config = json.loads((last / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForObjectDetection"].endswith("DetrCustomForObjectDetection")
+    assert set(config["id2label"].values()) == {"rectangle", "ellipse", "triangle"}
+    card = (last / "README.md").read_text()
+    assert "pipeline_tag: object-detection" in card and "library_name: transformers" in card
+    trained = json.loads((last / "eval_results.json").read_text())
+
+    # The 2-process evaluation during training equals a 1-process evaluation of the saved checkpoint, and
+    # neither the batch size nor the number of processes changes a single detection.
+    single, single_dets = _evaluate(workdir, last, "eval-1proc", "--per_device_eval_batch_size", "4")
+    assert single == pytest.approx(trained, abs=1e-9)
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    metrics, detections = workdir / "eval-2proc.json", workdir / "eval-2proc-detections.json"
+    command = [accelerate, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no"]
+    command += ["--dynamo_backend", "no", str(REPO / "scripts" / "evaluate.py"), "--model", str(last), "--data", DATA]
+    _run(command + ["--output", str(metrics), "--detections", str(detections)], workdir)
+    assert json.loads(metrics.read_text()) == pytest.approx(single, abs=1e-9)
+    key = lambda d: (d["image_id"], d["category_id"], round(d["score"], 5), [round(v, 3) for v in d["bbox"]])  # noqa: E731
+    assert sorted(map(key, json.loads(detections.read_text()))) == sorted(map(key, single_dets))
+    assert len(single_dets) == 6 * TINY_MODEL["num_queries"]  # every query of every val image, once
+
+
+def test_resume_after_kill_matches_uninterrupted_run(workdir: Path) -> None:
+    common = ("--max_steps", "6", "--save_steps", "2", "--eval_steps", "100")
+    _run(_train_command(workdir, workdir / "straight", *common), workdir)
+
+    interrupted = workdir / "interrupted"
+    process = subprocess.Popen(
+        _train_command(workdir, interrupted, *common), cwd=workdir, env=_env(workdir),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not (interrupted / "checkpoint-2").is_dir() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (interrupted / "checkpoint-2").is_dir(), "the run never wrote its first checkpoint"
+    assert not (interrupted / "last").exists(), "killed too late to test resuming"
+    # A half-written checkpoint (as a kill during saving leaves) is never picked up.
+    (interrupted / "checkpoint-99.tmp").mkdir()
+
+    result = _run(_train_command(workdir, interrupted, *common, "--resume_from_checkpoint", "latest"), workdir)
+    assert "Resumed from" in result.stdout + result.stderr
+    straight, resumed = _weights(workdir / "straight" / "last"), _weights(interrupted / "last")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_bad_arguments_and_bad_model_give_one_line_errors(workdir: Path) -> None:
+    result = subprocess.run(
+        _train_command(workdir, workdir / "bad", "--mixed_precision", "fp8"),
+        cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "--mixed_precision must be" in result.stderr
+    assert "Traceback" not in result.stderr
+    command = _train_command(workdir, workdir / "bad", "--max_steps", "1")
+    command[command.index("--model") + 1] = "no-such-preset"
+    result = subprocess.run(command, cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "no-such-preset" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_help_explains_every_option() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    for option in ("--data", "--model", "--lr_backbone", "--lr_drop", "--max_grad_norm", "--resume_from_checkpoint",
+                   "--mixed_precision", "--push_to_hub", "--hub_model_id", "--no_augment", "--report_to"):  # fmt: skip
+        assert option in result.stdout
+    assert result.stdout.count("(default:") >= 20 or "default" in result.stdout
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_cache(workdir: Path):
+    yield
+    shutil.rmtree(workdir / "bad", ignore_errors=True)

@@ -1,0 +1,107 @@
+"""Building blocks of the training scripts: parameter groups, schedule, checkpoint discovery, loss logging."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from modeling_detr_custom.data import CategoryMapping
+from modeling_detr_custom.training.arguments import DetrTrainingArguments
+from modeling_detr_custom.training.checkpointing import PROGRESS_FILE, find_latest_checkpoint
+from modeling_detr_custom.training.logging_utils import LossMeter, summarize_loss_dict
+from modeling_detr_custom.training.models import load_model_for_training
+from modeling_detr_custom.training.optim import build_lr_scheduler, build_optimizer, build_param_groups
+
+from .conftest import TINY_CONFIG
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    path.write_text(json.dumps({k: v for k, v in TINY_CONFIG.items() if k != "num_labels"}))
+    return path
+
+
+def test_param_groups_split_backbone_and_skip_frozen(tiny_model_file: Path) -> None:
+    model, _ = load_model_for_training(str(tiny_model_file), CategoryMapping([1, 7, 90], ["a", "b", "c"]))
+    groups = {g["name"]: g for g in build_param_groups(model, 1e-4, 1e-5, 1e-4)}
+    assert groups["backbone"]["lr"] == 1e-5 and groups["transformer"]["lr"] == 1e-4
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("backbone" in names[id(p)] for p in groups["backbone"]["params"])
+    assert not any("backbone" in names[id(p)] for p in groups["transformer"]["params"])
+    grouped = {id(p) for g in groups.values() for p in g["params"]}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert grouped == trainable  # every trainable parameter once, no frozen one
+    assert len(build_param_groups(model, 1e-4, 0.0, 1e-4)) == 1  # lr_backbone 0: backbone untouched
+
+
+def test_lr_drops_tenfold_at_the_drop_step(tiny_model_file: Path) -> None:
+    model, _ = load_model_for_training(str(tiny_model_file), CategoryMapping([1, 2, 3]))
+    optimizer = build_optimizer(model, 1e-4, 1e-5, 1e-4)
+    scheduler = build_lr_scheduler(optimizer, lr_drop_step=3)
+    lrs = []
+    for _ in range(5):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[2] == pytest.approx([1e-4, 1e-5]) and lrs[3] == pytest.approx([1e-5, 1e-6])
+
+
+def test_model_config_carries_the_data_set_categories(tiny_model_file: Path) -> None:
+    model, base = load_model_for_training(str(tiny_model_file), CategoryMapping([1, 7, 90], ["a", "b", "c"]))
+    assert base is None
+    assert model.config.num_labels == 3 and model.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert model.config.category_ids == [1, 7, 90]
+    assert model.class_labels_classifier.out_features == 4  # 3 classes + no object
+    with pytest.raises(ValueError, match="no-such"):
+        load_model_for_training("no-such", CategoryMapping([1]))
+
+
+def test_latest_checkpoint_ignores_half_written_ones(tmp_path: Path) -> None:
+    assert find_latest_checkpoint(tmp_path) is None
+    for step in (10, 20):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / PROGRESS_FILE).write_text("{}")
+    (tmp_path / "checkpoint-30.tmp").mkdir()  # killed while saving
+    (tmp_path / "checkpoint-40").mkdir()  # no completion marker
+    assert find_latest_checkpoint(tmp_path) == tmp_path / "checkpoint-20"
+
+
+def test_loss_log_sums_auxiliary_terms_per_kind() -> None:
+    loss_dict = {
+        "loss_ce": torch.tensor(1.0),
+        "loss_ce_0": torch.tensor(2.0),
+        "loss_ce_1": torch.tensor(3.0),
+        "loss_bbox": torch.tensor(0.5),
+        "cardinality_error": torch.tensor(4.0),
+        "cardinality_error_0": torch.tensor(1.0),
+        "class_error": torch.tensor(50.0),
+    }
+    summary = {k: v.item() for k, v in summarize_loss_dict(loss_dict).items()}
+    assert summary == {
+        "loss_ce": 1.0,
+        "loss_ce_aux": 5.0,
+        "loss_bbox": 0.5,
+        "cardinality_error": 4.0,
+        "cardinality_error_aux": 1.0,
+        "class_error": 50.0,
+    }
+    meter = LossMeter()
+    meter.update(torch.tensor(2.0), {"loss_ce": torch.tensor(1.0)})
+    meter.update(torch.tensor(4.0), {"loss_ce": torch.tensor(3.0)})
+    assert {k: v.item() for k, v in meter.means().items()} == {"loss": 3.0, "loss_ce": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("mixed_precision", "fp8", "--mixed_precision"),
+        ("report_to", "mlflow", "--report_to"),
+        ("on_bad_data", "ignore", "--on_bad_data"),
+        ("per_device_train_batch_size", 0, "--per_device_train_batch_size"),
+    ],
+)
+def test_bad_training_arguments_name_the_option(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DetrTrainingArguments(**{field: value})
