@@ -22,6 +22,7 @@ from .backbone import DetrCustomBackbone, TimmConvEncoder
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
+from .pipeline_support import register_pipeline_support
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .transformer import DetrCustomDecoder, DetrCustomEncoder, XavierLinear
 
@@ -505,3 +506,6 @@ def _invalid_boxes(boxes_cxcywh: Tensor) -> Tensor:
     """`(n,)` True for boxes that are not finite or leave `[0, 1]` (beyond rounding)."""
     outside = (boxes_cxcywh < -_BOX_TOLERANCE) | (boxes_cxcywh > 1 + _BOX_TOLERANCE)
     return (~torch.isfinite(boxes_cxcywh) | outside).any(-1)
+
+
+register_pipeline_support(DetrCustomConfig, DetrCustomForObjectDetection.__name__)
