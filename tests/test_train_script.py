@@ -104,7 +104,8 @@ def test_two_process_run_trains_evaluates_and_saves(workdir: Path) -> None:
 
 def test_resume_after_kill_matches_uninterrupted_run(workdir: Path) -> None:
     common = ("--max_steps", "6", "--save_steps", "2", "--eval_steps", "100")
-    _run(_train_command(workdir, workdir / "straight", *common), workdir)
+    _run(_train_command(workdir, workdir / "straight", *common, "--report_to", "tensorboard"), workdir)
+    _assert_every_loss_term_logged(workdir / "straight" / "runs")
 
     interrupted = workdir / "interrupted"
     process = subprocess.Popen(
@@ -127,6 +128,21 @@ def test_resume_after_kill_matches_uninterrupted_run(workdir: Path) -> None:
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=name)
+
+
+def _assert_every_loss_term_logged(log_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    event_files = list(log_dir.rglob("events.out.tfevents.*"))
+    assert event_files, f"no tensorboard events under {log_dir}"
+    tags = set()
+    for event_file in event_files:
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    terms = ("loss", "loss_ce", "loss_bbox", "loss_giou", "cardinality_error", "class_error", "loss_ce_aux", "lr")
+    assert {f"train/{t}" for t in terms} <= tags, tags
+    assert {"eval/AP", "eval/AP50", "eval/AR100"} <= tags, tags
 
 
 def test_bad_arguments_and_bad_model_give_one_line_errors(workdir: Path) -> None:

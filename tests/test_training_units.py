@@ -105,3 +105,13 @@ def test_loss_log_sums_auxiliary_terms_per_kind() -> None:
 def test_bad_training_arguments_name_the_option(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DetrTrainingArguments(**{field: value})
+
+
+def test_non_finite_loss_stops_the_step_and_names_the_images() -> None:
+    from modeling_detr_custom.training.loop import NonFiniteLossError, check_finite_loss
+
+    labels = [{"image_id": torch.tensor(17)}, {"image_id": torch.tensor(42)}]
+    check_finite_loss(torch.tensor(1.0), {"loss_ce": torch.tensor(1.0)}, labels, step=3)
+    loss_dict = {"loss_ce": torch.tensor(0.5), "loss_giou": torch.tensor(float("nan"))}
+    with pytest.raises(NonFiniteLossError, match=r"step 3 \(terms: loss_giou\).*\[17, 42\]"):
+        check_finite_loss(torch.tensor(float("nan")), loss_dict, labels, step=3)

@@ -23,7 +23,7 @@ from .logging_utils import LossMeter
 from .models import load_model_for_training
 from .optim import build_lr_scheduler, build_optimizer
 
-__all__ = ["NonFiniteLossError", "TrainResult", "train"]
+__all__ = ["NonFiniteLossError", "TrainResult", "check_finite_loss", "train"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -166,7 +166,7 @@ def _train_epoch(
     for batch in loader:
         with accelerator.accumulate(model):
             outputs = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], labels=batch["labels"])
-            _check_finite(outputs.loss, outputs.loss_dict, batch["labels"], progress)
+            check_finite_loss(outputs.loss, outputs.loss_dict, batch["labels"], progress.step + 1)
             accelerator.backward(outputs.loss)
             if accelerator.sync_gradients and args.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -251,13 +251,17 @@ def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: d
     return folder
 
 
-def _check_finite(loss: torch.Tensor, loss_dict: dict, labels: list[dict], progress: TrainingProgress) -> None:
+def check_finite_loss(loss: torch.Tensor, loss_dict: dict, labels: list[dict], step: int) -> None:
+    """Raise `NonFiniteLossError` naming the terms and the batch's image ids when the loss is NaN or inf.
+
+    Called before `backward`, so a bad batch never reaches the weights.
+    """
     if torch.isfinite(loss).all():
         return
     bad = sorted(k for k, v in loss_dict.items() if not torch.isfinite(v).all())
     image_ids = [int(t["image_id"]) for t in labels if "image_id" in t]
     raise NonFiniteLossError(
-        f"Non-finite loss at step {progress.step + 1} (terms: {', '.join(bad) or 'loss'}) on the batch with "
+        f"Non-finite loss at step {step} (terms: {', '.join(bad) or 'loss'}) on the batch with "
         f"image ids {image_ids}. The step was not applied. Lower --learning_rate, check these images' "
         "annotations, or use --mixed_precision no."
     )
