@@ -33,10 +33,16 @@ def test_output_shapes(model, pixel_inputs) -> None:
     assert outputs.last_hidden_state.shape == (2, 8, 32)
     assert outputs.encoder_last_hidden_state.shape == (2, 2 * 3, 32)  # 64x96 at stride 32
     assert outputs.loss is None and outputs.loss_dict is None
+    assert outputs.auxiliary_outputs is None  # inference: no loss to use them
+    assert outputs.decoder_hidden_states is None and outputs.encoder_attentions is None
+
+
+def test_auxiliary_outputs_when_a_loss_can_use_them(model, pixel_inputs, detection_labels) -> None:
+    with torch.no_grad():
+        outputs = model(**pixel_inputs, labels=detection_labels)
     assert len(outputs.auxiliary_outputs) == 1  # decoder_layers - 1
     assert outputs.auxiliary_outputs[0]["logits"].shape == (2, 8, 4)
     assert outputs.auxiliary_outputs[0]["pred_boxes"].shape == (2, 8, 4)
-    assert outputs.decoder_hidden_states is None and outputs.encoder_attentions is None
 
 
 def test_return_dict_false_gives_the_same_tensors(model, pixel_inputs) -> None:
@@ -77,7 +83,7 @@ def test_auxiliary_loss_switch_does_not_change_predictions(pixel_inputs) -> None
     without_aux = DetrCustomForObjectDetection(make_tiny_config(auxiliary_loss=False)).eval()
     without_aux.load_state_dict(with_aux.state_dict())
     with torch.no_grad():
-        on, off = with_aux(**pixel_inputs), without_aux(**pixel_inputs)
+        on, off = with_aux(**pixel_inputs, labels=make_labels()), without_aux(**pixel_inputs, labels=make_labels())
     torch.testing.assert_close(on.logits, off.logits, rtol=0, atol=0)
     torch.testing.assert_close(on.pred_boxes, off.pred_boxes, rtol=0, atol=0)
     assert off.auxiliary_outputs is None and len(on.auxiliary_outputs) == 1

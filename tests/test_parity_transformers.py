@@ -92,7 +92,7 @@ def test_auxiliary_loss_on_keeps_transformers_predictions_without_it(checkpoint)
     model = DetrCustomForObjectDetection.from_pretrained(folder, auxiliary_loss=True).eval()
     inputs = make_pixel_inputs(seed=4)
     with torch.no_grad():
-        expected, outputs = reference(**inputs), model(**inputs)
+        expected, outputs = reference(**inputs), model(**inputs, labels=make_labels())
     torch.testing.assert_close(outputs.logits, expected.logits, atol=1e-4, rtol=0)
     assert len(outputs.auxiliary_outputs) == TINY_CONFIG["decoder_layers"] - 1
 

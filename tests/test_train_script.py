@@ -46,14 +46,20 @@ def _env(workdir: Path) -> dict[str, str]:
 def _train_command(workdir: Path, output_dir: Path, *extra: str, processes: int = 1) -> list[str]:
     script = [str(REPO / "scripts" / "train.py")]
     if processes > 1:
-        accelerate = str(Path(sys.executable).parent / "accelerate")
-        launcher = [accelerate, "launch", "--num_processes", str(processes), "--cpu", "--num_machines", "1"]
-        launcher += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+        launcher = _accelerate_launch(processes)
     else:
         launcher = [sys.executable]
     args = ["--data", DATA, "--model", str(workdir / "tiny.json"), "--output_dir", str(output_dir)]
     args += ["--report_to", "none", "--logging_steps", "1", "--per_device_train_batch_size", "2"]
     return launcher + script + args + list(extra)
+
+
+def _accelerate_launch(processes: int) -> list[str]:
+    # `accelerate launch --cpu --num_processes N` starts ONE process unless an MPI hostfile is given (accelerate
+    # 1.x); `--multi_gpu` goes through torchrun, and the scripts pick CPU + gloo when there is no GPU.
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    launcher = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1"]
+    return launcher + ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
 
 
 def _run(command: list[str], workdir: Path) -> subprocess.CompletedProcess:
@@ -76,6 +82,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_two_process_run_trains_evaluates_and_saves(workdir: Path) -> None:
     output_dir = workdir / "ddp"
     result = _run(_train_command(workdir, output_dir, "--max_steps", "4", processes=2), workdir)
+    assert "Training on 2 process(es) (MULTI_CPU" in result.stdout
     assert "COCO bbox" in result.stdout and "AR100" in result.stdout  # the metrics table
     last = output_dir / "last"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "eval_results.json"):
@@ -91,10 +98,8 @@ def test_two_process_run_trains_evaluates_and_saves(workdir: Path) -> None:
     # neither the batch size nor the number of processes changes a single detection.
     single, single_dets = _evaluate(workdir, last, "eval-1proc", "--per_device_eval_batch_size", "4")
     assert single == pytest.approx(trained, abs=1e-9)
-    accelerate = str(Path(sys.executable).parent / "accelerate")
     metrics, detections = workdir / "eval-2proc.json", workdir / "eval-2proc-detections.json"
-    command = [accelerate, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no"]
-    command += ["--dynamo_backend", "no", str(REPO / "scripts" / "evaluate.py"), "--model", str(last), "--data", DATA]
+    command = _accelerate_launch(2) + [str(REPO / "scripts" / "evaluate.py"), "--model", str(last), "--data", DATA]
     _run(command + ["--output", str(metrics), "--detections", str(detections)], workdir)
     assert json.loads(metrics.read_text()) == pytest.approx(single, abs=1e-9)
     key = lambda d: (d["image_id"], d["category_id"], round(d["score"], 5), [round(v, 3) for v in d["bbox"]])  # noqa: E731

@@ -115,3 +115,15 @@ def test_non_finite_loss_stops_the_step_and_names_the_images() -> None:
     loss_dict = {"loss_ce": torch.tensor(0.5), "loss_giou": torch.tensor(float("nan"))}
     with pytest.raises(NonFiniteLossError, match=r"step 3 \(terms: loss_giou\).*\[17, 42\]"):
         check_finite_loss(torch.tensor(float("nan")), loss_dict, labels, step=3)
+
+
+def test_single_process_cpu_launch_is_called_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modeling_detr_custom.training.distributed import make_accelerator
+
+    # What `accelerate launch --cpu --num_processes 2` leaves in the environment of its one process.
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.warns(UserWarning, match="--multi_gpu --num_processes N"):
+        accelerator = make_accelerator()
+    assert accelerator.num_processes == 1

@@ -6,13 +6,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..data import CategoryMapping, load_detection_split
 from ..evaluation import CocoEvaluator, format_metrics_table
 from ..image_processing_detr_custom import DetrCustomImageProcessor
 from ..modeling_detr_custom import DetrCustomForObjectDetection
+from .distributed import make_accelerator
 from .evaluation_loop import evaluate_model
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]
@@ -44,7 +44,7 @@ def evaluate_checkpoint(args: EvaluateArguments) -> dict[str, float] | None:
     The model's labels are mapped back to the data set's category ids through the `category_ids` the training
     script wrote into its config; a model trained on other categories is refused rather than scored wrongly.
     """
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    accelerator = make_accelerator(mixed_precision=args.mixed_precision)
     model = DetrCustomForObjectDetection.from_pretrained(args.model)
     processor = DetrCustomImageProcessor.from_pretrained(args.model)
     model_mapping = CategoryMapping.from_config(model.config)

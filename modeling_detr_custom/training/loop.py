@@ -18,6 +18,7 @@ from ..evaluation import CocoEvaluator, format_metrics_table
 from ..hub import push_folder_to_hub, save_hub_checkpoint
 from .arguments import DetrTrainingArguments
 from .checkpointing import TrainingProgress, find_latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import make_accelerator
 from .evaluation_loop import evaluate_model
 from .logging_utils import LossMeter
 from .models import load_model_for_training
@@ -90,12 +91,16 @@ def train(args: DetrTrainingArguments) -> TrainResult:
 
 
 def _setup(args: DetrTrainingArguments) -> _Run:
-    accelerator = Accelerator(
+    accelerator = make_accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/runs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    accelerator.print(
+        f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
+        f"{accelerator.device}), {args.per_device_train_batch_size} images per process per step."
     )
     set_seed(args.seed)  # identical initial weights on every process
     with accelerator.main_process_first():  # the synthetic data set is generated once

@@ -1,0 +1,41 @@
+"""One place that decides how the scripts run distributed: GPUs with NCCL, or CPU processes with gloo."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+__all__ = ["launched_processes", "make_accelerator"]
+
+
+def launched_processes() -> int:
+    """How many processes the launcher started (`WORLD_SIZE`; 1 when run with plain `python`)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def make_accelerator(**kwargs: Any) -> Accelerator:
+    """An `Accelerator` that also runs data-parallel on machines without a GPU.
+
+    Under `torchrun` or `accelerate launch --multi_gpu --num_processes N`, Accelerate only forms a process group
+    on the CPU when told to use the CPU; without a GPU every process would otherwise train alone on the whole
+    data set. So with several launched processes and no CUDA device, the CPU (gloo) is chosen here.
+    """
+    if _asked_for_cpu_processes_but_got_one():
+        warnings.warn(
+            "`accelerate launch --cpu --num_processes N` starts a single process unless an MPI hostfile is given; "
+            "this run uses 1 process. For N CPU processes (gloo) use `accelerate launch --multi_gpu "
+            "--num_processes N ...` (CPU is chosen automatically without a GPU) or `torchrun --nproc_per_node N`.",
+            stacklevel=2,
+        )
+    if launched_processes() > 1 and not torch.cuda.is_available():
+        kwargs.setdefault("cpu", True)
+    return Accelerator(**kwargs)
+
+
+def _asked_for_cpu_processes_but_got_one() -> bool:
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in {"1", "true", "yes"}
+    return use_cpu and "MASTER_PORT" in os.environ and "WORLD_SIZE" not in os.environ
