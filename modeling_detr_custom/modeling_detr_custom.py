@@ -81,7 +81,7 @@ class DetrCustomObjectDetectionOutput(ModelOutput):
         logits: `(batch_size, num_queries, num_labels + 1)`; the last class is "no object".
         pred_boxes: `(batch_size, num_queries, 4)`, normalised `(cx, cy, w, h)` relative to the unpadded image.
         auxiliary_outputs: One `{"logits", "pred_boxes"}` dict per decoder layer but the last, first layer
-            first; when `config.auxiliary_loss`.
+            first; when `config.auxiliary_loss` and the model is training or given `labels`.
         last_hidden_state: `(batch_size, num_queries, d_model)`.
         decoder_hidden_states, decoder_attentions, cross_attentions, encoder_last_hidden_state,
         encoder_hidden_states, encoder_attentions: As in [`DetrCustomModelOutput`].
@@ -372,7 +372,9 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
         logits = self.class_labels_classifier(outputs.last_hidden_state)  # (B, Q, C+1)
         pred_boxes = self.bbox_predictor(outputs.last_hidden_state).sigmoid()  # (B, Q, 4) cxcywh
         auxiliary_outputs = None
-        if outputs.intermediate_hidden_states is not None:
+        # Only where a loss can use them: at inference they would cost L-1 extra head evaluations, and
+        # transformers' pipeline splits every output field per image, which a list of dicts breaks.
+        if outputs.intermediate_hidden_states is not None and (labels is not None or self.training):
             intermediate = outputs.intermediate_hidden_states[:-1]  # (L-1, B, Q, D); the last one is final
             all_logits = self.class_labels_classifier(intermediate)
             all_boxes = self.bbox_predictor(intermediate).sigmoid()
