@@ -23,6 +23,7 @@ MODELING_FILES = {
     "criterion.py",
     "matcher.py",
     "box_ops.py",
+    "pipeline_support.py",
 }
 
 # Runs where the package cannot be imported: only the files saved next to the weights are available.
