@@ -39,10 +39,11 @@ def render_model_card(
         "- detr",
         "- detr-custom",
         "- vision",
-        f"datasets:\n- {dataset}",
+        "datasets:",
+        f"- {json.dumps(dataset)}",  # JSON strings are YAML strings: paths with ':' or '#' stay one value
     ]
     if base_model:
-        yaml.append(f"base_model: {base_model}")
+        yaml.append(f"base_model: {json.dumps(base_model)}")
     if metrics:
         yaml += _model_index(repo_id, dataset, metrics)
     yaml.append("---")
@@ -64,7 +65,9 @@ def render_model_card(
     ]
     if metrics:
         body += ["", "## Evaluation (COCO bbox, pycocotools)", "", "| metric | value |", "|---|---|"]
-        body += [f"| {k} | {metrics[k]:.4f} |" for k in METRIC_KEYS if k in metrics]
+        body += [
+            f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |" for k in METRIC_KEYS if k in metrics
+        ]
     if hyperparameters:
         body += ["", "## Training hyper-parameters", "", "| name | value |", "|---|---|"]
         body += [f"| {k} | {v} |" for k, v in hyperparameters.items()]
@@ -84,7 +87,7 @@ def _model_index(repo_id: str, dataset: str, metrics: Mapping[str, float]) -> li
         "    metrics:",
     ]
     for key in METRIC_KEYS:
-        if key in metrics:
+        if key in metrics and metrics[key] >= 0:  # pycocotools' -1 means "no object of that size", not a score
             lines += [f"    - type: {key}", f"      value: {float(metrics[key]):.4f}", f"      name: {key}"]
     return lines
 

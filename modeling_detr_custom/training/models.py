@@ -66,8 +66,11 @@ def load_model_for_training(
             f"--model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a config file, a checkpoint "
             "folder nor a Hub id (owner/name)."
         )
-    labels = {"id2label": mapping.id2label, "label2id": mapping.label2id, "category_ids": list(mapping.category_ids)}
+    # Only keys the config class declares may go through `from_pretrained`: any other (such as `category_ids`
+    # for a checkpoint that was not trained here) would be passed on to the model's constructor.
+    labels = {"id2label": mapping.id2label, "label2id": mapping.label2id}
     loaded = DetrCustomForObjectDetection.from_pretrained(
         model, ignore_mismatched_sizes=True, token=os.environ.get("HF_TOKEN"), **labels
     )
+    mapping.apply_to_config(loaded.config)
     return loaded, model

@@ -1,0 +1,395 @@
+"""DETR with transformers' `Trainer` (behind `scripts/train_trainer.py`).
+
+The same data layer, augmentation, collate, label mapping, optimizer groups and COCO evaluator as the Accelerate
+script; only the loop is the Trainer's. What the Trainer needs changed for DETR:
+
+- `labels` is a list of per-image dicts (images hold different numbers of boxes). The Trainer moves it to the
+  device as it is, but would gather and concatenate it in evaluation; `DetrTrainer.prediction_step` returns
+  fixed-shape tensors instead: predictions `(logits, pred_boxes)` and label ids `(image_ids, orig_sizes)`.
+- `CocoMetrics` scores each gathered batch as it comes (`batch_eval_metrics=True`): per batch, predictions become
+  small CPU arrays in the evaluator; nothing accumulates on the device.
+- The data set's raw columns feed the on-the-fly transform, so `remove_unused_columns` is always False.
+- The backbone trains at `lr_backbone` (`build_param_groups`), and `lr_drop` gives the original StepLR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from transformers import EvalPrediction, SchedulerType, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from ..data import DetectionSplit, load_detection_split
+from ..evaluation import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
+from ..hub import hub_errors, render_model_card
+from .models import load_model_for_training
+from .optim import build_lr_scheduler, build_param_groups
+
+__all__ = [
+    "CocoMetrics",
+    "DetrDataArguments",
+    "DetrTrainer",
+    "DetrTrainerArguments",
+    "SetEpochCallback",
+    "TrainerRunResult",
+    "train_with_trainer",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DetrDataArguments:
+    """What to train on and which model: the data/model half of `scripts/train_trainer.py`'s arguments."""
+
+    data: str = field(
+        default="synthetic",
+        metadata={
+            "help": "A COCO folder (annotations/instances_<split>.json + <split>/ images), a folder or Hub name that "
+            "`datasets.load_dataset` opens (columns image, image_id, objects), or 'synthetic' (the built-in "
+            "shapes data set, generated on first use)."
+        },
+    )
+    model: str = field(
+        default="detr-tiny",
+        metadata={
+            "help": "A checkpoint folder or Hub id to fine-tune (the class head is re-initialised when the number of "
+            "classes differs), a config.json to build a fresh model from, or a named configuration: "
+            "'detr-resnet-50', 'detr-resnet-101', 'detr-tiny' (small from-scratch CPU default)."
+        },
+    )
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str = field(default="val", metadata={"help": "Split used for evaluation."})
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Shortest edge for evaluation and the largest training scale. Default: 800 for real data, the "
+            "data set's own size for synthetic data."
+        },
+    )
+    no_augment: bool = field(
+        default=False, metadata={"help": "Disable the DETR training augmentation (flip, multi-scale, crop)."}
+    )
+    on_bad_data: str = field(
+        default="raise",
+        metadata={"help": "'raise' stops at the first unreadable image or bad annotation; 'skip' warns and skips it."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.on_bad_data not in {"raise", "skip"}:
+            raise ValueError(f"--on_bad_data must be 'raise' or 'skip', got {self.on_bad_data!r}")
+
+
+@dataclass
+class DetrTrainerArguments(TrainingArguments):
+    """`TrainingArguments` with the original DETR recipe as defaults, plus the backbone learning rate and StepLR.
+
+    Every other `TrainingArguments` option works as usual (`--eval_strategy`, `--save_steps`, `--bf16`,
+    `--push_to_hub`, `--hub_model_id`, `--resume_from_checkpoint`, ...).
+    """
+
+    output_dir: str | None = field(
+        default="outputs/detr-custom-trainer",
+        metadata={"help": "Where checkpoints go; the final model (a complete Hub repository) is written here."},
+    )
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the transformer (1e-4)."})
+    lr_backbone: float = field(
+        default=1e-5, metadata={"help": "Learning rate of the backbone parameters (1e-5; 0 freezes the backbone)."}
+    )
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay, on every parameter (1e-4)."})
+    max_grad_norm: float = field(default=0.1, metadata={"help": "Gradient clipping max norm (0.1)."})
+    lr_scheduler_type: str = field(
+        default="constant",
+        metadata={
+            "help": "The Trainer's schedule. With 'constant' (the default) --lr_drop applies the original StepLR; "
+            "any other type (linear, cosine, ...) replaces it."
+        },
+    )
+    lr_drop: int = field(
+        default=200,
+        metadata={"help": "Epoch after which every learning rate is multiplied by 0.1 (StepLR; 0 disables)."},
+    )
+    num_train_epochs: float = field(default=300, metadata={"help": "Number of training epochs (300)."})
+    per_device_train_batch_size: int = field(default=2, metadata={"help": "Images per device per step (2)."})
+    per_device_eval_batch_size: int = field(default=2, metadata={"help": "Images per device for evaluation (2)."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: 'no', 'steps' or 'epoch'."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save: 'no', 'steps', 'epoch' or 'best'."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept on disk (2)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps (10)."})
+    batch_eval_metrics: bool = field(
+        default=True,
+        metadata={"help": "Score COCO mAP batch by batch during evaluation (nothing accumulates on the device)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Always False: the on-the-fly transform reads the raw columns."}
+    )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"], metadata={"help": "The label key of the batches (['labels'])."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Every trainable DETR parameter gets a gradient (False, as the original)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.remove_unused_columns:
+            logger.warning("remove_unused_columns=True would drop the columns the image transform reads; using False.")
+            self.remove_unused_columns = False
+        if self.lr_backbone < 0 or self.lr_drop < 0:
+            raise ValueError(f"--lr_backbone and --lr_drop must be >= 0; got {self.lr_backbone} and {self.lr_drop}.")
+        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
+            # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: Accelerate only starts a
+            # multi-process CPU (gloo) group when asked for the CPU; otherwise every process trains alone.
+            self.use_cpu = True
+        super().__post_init__()
+
+
+def _has_accelerator() -> bool:
+    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+class CocoMetrics:
+    """`compute_metrics` for the Trainer: COCO bbox mAP with the shared pycocotools evaluator.
+
+    Each call receives one gathered batch (with `batch_eval_metrics`) or the whole evaluation set: predictions
+    `(logits (B, Q, C+1), pred_boxes (B, Q, 4))` and label ids `(image_ids (B,), orig_sizes (B, 2))`, as
+    `DetrTrainer.prediction_step` returns them. The main process post-processes them into the evaluator (CPU
+    numpy; duplicate image ids, e.g. from a padded last batch, count once); at `compute_result` it scores them and
+    every process gets the same metrics (so all agree on the best checkpoint): the COCO keys (`AP`, `AP50`, ...)
+    and `num_images`, the number of distinct images scored.
+
+    Args:
+        split: The evaluation split (its `coco` ground truth, `mapping` and `processor`).
+    """
+
+    def __init__(self, split: DetectionSplit) -> None:
+        self.processor = split.processor
+        self.mapping = split.mapping
+        self.evaluator = CocoEvaluator(split.coco, split.mapping)
+
+    def __call__(self, eval_prediction: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
+        state = PartialState()
+        if state.is_main_process:
+            self._update(eval_prediction)
+        if not compute_result:
+            return {}
+        metrics = [self._compute() if state.is_main_process else None]
+        if state.num_processes > 1:
+            broadcast_object_list(metrics, from_process=0)
+        return metrics[0]
+
+    def _compute(self) -> dict[str, float]:
+        metrics = {**self.evaluator.compute(), "num_images": len(self.evaluator.predictions)}
+        self.evaluator.reset()
+        return metrics
+
+    def _update(self, eval_prediction: EvalPrediction) -> None:
+        logits, pred_boxes = (torch.as_tensor(x).detach().cpu().float() for x in eval_prediction.predictions)
+        image_ids, orig_sizes = (torch.as_tensor(x).detach().cpu() for x in eval_prediction.label_ids)
+        outputs = {"logits": logits, "pred_boxes": pred_boxes}  # (B, Q, C+1), (B, Q, 4)
+        ids = image_ids.reshape(-1).tolist()
+        self.evaluator.update(predictions_from_outputs(outputs, self.processor, orig_sizes, ids, self.mapping))
+
+
+class SetEpochCallback(TrainerCallback):
+    """Gives the training split the epoch before each epoch's data loader starts (new random crops per epoch)."""
+
+    def __init__(self, split: DetectionSplit) -> None:
+        self.split = split
+
+    def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        self.split.set_epoch(int(state.epoch or 0))
+
+
+class DetrTrainer(Trainer):
+    """`Trainer` for DETR: backbone parameter group, StepLR, fixed-shape evaluation outputs, our model card.
+
+    Args:
+        dataset_name: The training data as the user named it (for the model card).
+        base_model: The checkpoint fine-tuned from, if any (for the model card).
+        *args, **kwargs: As for `Trainer`; `args` must be a `DetrTrainerArguments`.
+    """
+
+    def __init__(self, *args: Any, dataset_name: str = "synthetic", base_model: str | None = None, **kwargs: Any):
+        self.dataset_name = dataset_name
+        self.base_model = base_model
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The `--optim` optimizer (AdamW by default) over `build_param_groups`: the backbone at `lr_backbone`."""
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            groups = build_param_groups(model, self.args.learning_rate, self.args.lr_backbone, self.args.weight_decay)
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """StepLR at `lr_drop` epochs for the default 'constant' schedule; the Trainer's schedule otherwise."""
+        is_constant = SchedulerType(self.args.lr_scheduler_type) == SchedulerType.CONSTANT
+        if self.lr_scheduler is None and is_constant and self.args.lr_drop:
+            optimizer = self.optimizer if optimizer is None else optimizer
+            self.lr_scheduler = build_lr_scheduler(optimizer, self.args.lr_drop * self._update_steps_per_epoch())
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _update_steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch, as the Trainer counts them (batches per process / accumulation steps)."""
+        batches = math.ceil(len(self.train_dataset) / self.args.train_batch_size)
+        if self.args.dataloader_drop_last:
+            batches = len(self.train_dataset) // self.args.train_batch_size
+        per_process = math.ceil(batches / max(self.args.world_size, 1))
+        return max(math.ceil(per_process / self.args.gradient_accumulation_steps), 1)
+
+    def prediction_step(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """Loss, `(logits (B, Q, C+1), pred_boxes (B, Q, 4))` and `(image_ids (B,), orig_sizes (B, 2))`.
+
+        Only fixed-shape tensors leave this step, so the Trainer can gather them across processes; the
+        variable-length `labels` stay here (they only feed the loss).
+        """
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = model(pixel_values=inputs["pixel_values"], pixel_mask=inputs.get("pixel_mask"), labels=labels)
+        loss = outputs.loss.detach().mean() if outputs.loss is not None else None
+        if prediction_loss_only or labels is None:
+            return loss, None, None
+        device = outputs.logits.device
+        image_ids = torch.cat([target["image_id"].reshape(1) for target in labels]).to(device)  # (B,)
+        orig_sizes = torch.stack([target["orig_size"] for target in labels]).to(device)  # (B, 2)
+        return loss, (outputs.logits.detach(), outputs.pred_boxes.detach()), (image_ids, orig_sizes)
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """Writes our model card (YAML metadata, labels, metrics, hyper-parameters, usage) as `README.md`."""
+        if not self.is_world_process_zero():
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        card = render_model_card(
+            repo_id=self._repo_name(),
+            dataset=self.dataset_name,
+            id2label=model.config.id2label,
+            hyperparameters=_hyperparameters(self.args),
+            metrics=self.last_eval_metrics(),
+            base_model=self.base_model,
+        )
+        (Path(self.args.output_dir) / "README.md").write_text(card)
+
+    def last_eval_metrics(self) -> dict[str, float] | None:
+        """The metrics of the latest evaluation in the log history, without the `eval_` prefix."""
+        for entry in reversed(self.state.log_history):
+            if "eval_AP" in entry:
+                return {key[len("eval_") :]: value for key, value in entry.items() if key.startswith("eval_")}
+        return None
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """The Trainer's, failing with a one-line `HubUploadError` (no token, no network) before training."""
+        with hub_errors(self._repo_name(), token or self.args.hub_token):
+            super().init_hf_repo(token=token, private=private)
+
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's upload of `output_dir` (checkpoints left out), with one-line `HubUploadError`s."""
+        with hub_errors(self._repo_name(), kwargs.get("token") or self.args.hub_token):
+            return super().push_to_hub(*args, **kwargs)
+
+    def _repo_name(self) -> str:
+        """The Hub repository: as created (`owner/name`), else as asked for, else the output folder's name."""
+        return (
+            getattr(self, "hub_model_id", None) or self.args.hub_model_id or Path(self.args.output_dir).absolute().name
+        )
+
+
+@dataclass
+class TrainerRunResult:
+    """What a finished `train_with_trainer` run leaves behind."""
+
+    output_dir: Path
+    metrics: dict[str, float]
+    steps: int
+
+
+def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments) -> TrainerRunResult:
+    """Train, evaluate and save a Hub-style folder in `args.output_dir` (and push it with `--push_to_hub`)."""
+    set_seed(args.seed)  # identical initial weights on every process
+    train_split, eval_split = _load_splits(data_args, args)
+    model, base_model = load_model_for_training(data_args.model, train_split.mapping)
+    model.config.auxiliary_loss = True  # the original trains with a loss on every decoder layer
+    trainer = DetrTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_split.dataset,
+        eval_dataset=eval_split.dataset,
+        data_collator=train_split.collate_fn,
+        processing_class=train_split.processor,
+        compute_metrics=CocoMetrics(eval_split),
+        callbacks=[SetEpochCallback(train_split)],
+        dataset_name=data_args.data,
+        base_model=base_model,
+    )
+    checkpoint = True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = _final_metrics(trainer)
+    trainer.save_model()  # weights, config with auto_map, processor, source files
+    metrics = {name: metrics[f"eval_{name}"] for name in METRIC_NAMES}
+    if trainer.is_world_process_zero():
+        trainer.create_model_card()
+        # The same file, with the same keys, as the Accelerate script's Hub folders.
+        (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2))
+        for split in (train_split, eval_split):
+            if split.report():
+                print(split.report())
+    if args.push_to_hub:
+        trainer.push_to_hub(commit_message="End of training")
+    trainer.end()  # trackers finished, process group destroyed
+    return TrainerRunResult(Path(args.output_dir), metrics, trainer.state.global_step)
+
+
+def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tuple[DetectionSplit, DetectionSplit]:
+    with args.main_process_first(desc="loading the data"):  # the synthetic data set is generated once
+        train_split = load_detection_split(
+            data_args.data, data_args.train_split, image_size=data_args.image_size, train=True,
+            augment=not data_args.no_augment, on_error=data_args.on_bad_data, seed=args.seed,
+        )  # fmt: skip
+        eval_split = load_detection_split(
+            data_args.data, data_args.eval_split, processor=train_split.processor, mapping=train_split.mapping,
+            on_error=data_args.on_bad_data, seed=args.seed,
+        )  # fmt: skip
+    return train_split, eval_split
+
+
+def _final_metrics(trainer: DetrTrainer) -> dict[str, float]:
+    """The evaluation of the final weights: reused when the last evaluation ran at the last step."""
+    for entry in reversed(trainer.state.log_history):
+        if "eval_AP" in entry:
+            if entry.get("step") == trainer.state.global_step:
+                return {key: value for key, value in entry.items() if key.startswith("eval_")}
+            break
+    return trainer.evaluate()
+
+
+def _hyperparameters(args: DetrTrainerArguments) -> dict[str, Any]:
+    names = (
+        "learning_rate", "lr_backbone", "weight_decay", "max_grad_norm", "lr_scheduler_type", "lr_drop",
+        "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+    )  # fmt: skip
+    values = {name: getattr(args, name) for name in names}
+    return {
+        name: value if isinstance(value, (int, float)) else str(getattr(value, "value", value))
+        for name, value in values.items()
+    }

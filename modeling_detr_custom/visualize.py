@@ -1,0 +1,125 @@
+"""Drawing detections on images with PIL: one distinct colour per class, label names and scores.
+
+    image = draw_detections(image, detections)   # detections: [{"label", "label_id", "score", "box"}]
+    image.save("out.png")
+
+`detections` is what `modeling_detr_custom.predict` returns per image (and what `pipeline("object-detection")`
+returns, with `box` as a dict; both box forms are accepted).
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["class_colour", "draw_detections"]
+
+_GOLDEN_RATIO_CONJUGATE = 0.618033988749895
+
+
+def class_colour(label_id: int) -> tuple[int, int, int]:
+    """A saturated RGB colour for a class; consecutive ids get far-apart hues (golden-ratio hue steps).
+
+    Args:
+        label_id: The contiguous class id (the model's label).
+
+    Returns:
+        `(r, g, b)` in 0..255; the same id always gets the same colour.
+    """
+    if isinstance(label_id, bool) or not isinstance(label_id, int) or label_id < 0:
+        raise ValueError(f"label_id must be a non-negative int; got {label_id!r}.")
+    hue = (0.03 + label_id * _GOLDEN_RATIO_CONJUGATE) % 1.0
+    value = 0.95 if label_id % 2 == 0 else 0.8  # alternate brightness so near hues still differ
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, value)
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
+def draw_detections(
+    image: Image.Image,
+    detections: Sequence[Mapping[str, Any]],
+    line_width: int | None = None,
+    font_size: int | None = None,
+) -> Image.Image:
+    """Draws each detection's box and a `"label 0.87"` tag in its class colour on a copy of `image`.
+
+    Args:
+        image: The image the boxes refer to (pixel coordinates).
+        detections: Dicts with `box` (`[x0, y0, x1, y1]` or `{"xmin", "ymin", "xmax", "ymax"}`), `score`,
+            `label` (name) and optionally `label_id` (colour key; default: a stable id derived from the name).
+        line_width: Box outline width in pixels; default scales with the image (at least 2).
+        font_size: Tag text size; default scales with the image (at least 10).
+
+    Returns:
+        A new RGB image; `image` is left untouched.
+
+    Raises:
+        ValueError: For a detection without a readable `box`, `score` or `label`.
+    """
+    canvas = image.convert("RGB")  # always a copy
+    draw = ImageDraw.Draw(canvas)
+    shortest = min(canvas.size)
+    line_width = line_width or max(2, round(shortest / 200))
+    font = _font(font_size or max(10, round(shortest / 40)))
+    for index, detection in enumerate(detections):
+        x0, y0, x1, y1 = _box_xyxy(detection, index)
+        colour = class_colour(_colour_key(detection, index))
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line_width)
+        _draw_tag(draw, f"{detection['label']} {float(detection['score']):.2f}", (x0, y0), colour, font, canvas.size)
+    return canvas
+
+
+def _draw_tag(
+    draw: ImageDraw.ImageDraw,
+    text: str,
+    corner: tuple[float, float],
+    colour: tuple[int, int, int],
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    image_size: tuple[int, int],
+) -> None:
+    """A filled tag above the box's top-left corner (inside the box when there is no room above)."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    width, height = right - left + 4, bottom - top + 4
+    x = min(max(corner[0], 0), max(image_size[0] - width, 0))
+    y = corner[1] - height if corner[1] - height >= 0 else corner[1]
+    draw.rectangle((x, y, x + width, y + height), fill=colour)
+    draw.text((x + 2 - left, y + 2 - top), text, fill=_text_colour(colour), font=font)
+
+
+def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on light backgrounds, white on dark ones (ITU-R BT.601 luma)."""
+    luma = 0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2]
+    return (0, 0, 0) if luma > 140 else (255, 255, 255)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError):  # Pillow < 10.1 or without FreeType: the fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _box_xyxy(detection: Mapping[str, Any], index: int) -> tuple[float, float, float, float]:
+    box = detection.get("box")
+    if isinstance(box, Mapping):
+        box = [box.get(key) for key in ("xmin", "ymin", "xmax", "ymax")]
+    try:
+        x0, y0, x1, y1 = (float(value) for value in box)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"detections[{index}] needs a box [x0, y0, x1, y1] or {{'xmin', 'ymin', 'xmax', 'ymax'}}; got {box!r}."
+        ) from err
+    if "score" not in detection or "label" not in detection:
+        raise ValueError(f"detections[{index}] needs 'score' and 'label'; got keys {sorted(detection)}.")
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def _colour_key(detection: Mapping[str, Any], index: int) -> int:
+    label_id = detection.get("label_id")
+    if label_id is None:  # pipeline output has names only: a stable id from the name
+        return sum(ord(char) * 31**position for position, char in enumerate(str(detection["label"]))) % 997
+    if isinstance(label_id, bool) or not isinstance(label_id, int) or label_id < 0:
+        raise ValueError(f"detections[{index}]['label_id'] must be a non-negative int; got {label_id!r}.")
+    return label_id

@@ -1,0 +1,277 @@
+"""`scripts/train_trainer.py`: transformers' Trainer with DETR's recipe, in-process pieces and a 2-process run."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import EvalPrediction, HfArgumentParser
+
+from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
+from modeling_detr_custom.data import CategoryMapping, SyntheticSpec, default_processor, write_synthetic_dataset
+from modeling_detr_custom.data.coco import build_coco_gt
+from modeling_detr_custom.predict import ObjectDetector
+from modeling_detr_custom.training.optim import backbone_parameter_names
+from modeling_detr_custom.training.trainer import (
+    CocoMetrics,
+    DetrDataArguments,
+    DetrTrainer,
+    DetrTrainerArguments,
+)
+
+from .conftest import make_tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+# Frozen BatchNorm: a few training steps at a tiny learning rate then barely move the predictions.
+TINY_MODEL = {
+    "backbone": "resnet18",
+    "d_model": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "num_queries": 8,
+    "num_labels": 3,
+}
+SPEC = SyntheticSpec(num_train=8, num_val=5, image_size=64, seed=3)
+
+
+def _parse(*argv: str) -> tuple[DetrDataArguments, DetrTrainerArguments]:
+    parser = HfArgumentParser((DetrDataArguments, DetrTrainerArguments))
+    return parser.parse_args_into_dataclasses(args=["--report_to", "none", *argv])
+
+
+def test_defaults_are_the_detr_recipe_and_need_no_flags() -> None:
+    data_args, args = _parse()
+    assert data_args.data == "synthetic" and data_args.model == "detr-tiny"
+    assert (args.learning_rate, args.lr_backbone, args.weight_decay, args.max_grad_norm) == (1e-4, 1e-5, 1e-4, 0.1)
+    assert args.per_device_train_batch_size == 2 and args.num_train_epochs == 300 and args.lr_drop == 200
+    assert args.remove_unused_columns is False and args.label_names == ["labels"] and args.batch_eval_metrics
+    # The raw columns feed the image transform: asking to remove them is overridden, not obeyed.
+    _, args = _parse("--remove_unused_columns", "True")
+    assert args.remove_unused_columns is False
+    with pytest.raises(ValueError, match="--lr_backbone"):
+        _parse("--lr_backbone", "-1")
+
+
+def test_optimizer_has_a_backbone_group_and_steplr_drops_at_lr_drop_epochs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DetrCustomForObjectDetection(make_tiny_config())
+    _, args = _parse(
+        "--output_dir", str(tmp_path), "--lr_drop", "2", "--learning_rate", "2e-4", "--eval_strategy", "no"
+    )
+    trainer = DetrTrainer(model=model, args=args, train_dataset=list(range(8)))  # 4 steps per epoch at batch 2
+    optimizer = trainer.create_optimizer()
+    groups = {group["name"]: group for group in optimizer.param_groups}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in groups["backbone"]["params"]} == backbone_parameter_names(model)
+    assert groups["backbone"]["lr"] == 1e-5 and groups["transformer"]["lr"] == 2e-4
+    assert all(group["weight_decay"] == 1e-4 for group in optimizer.param_groups)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert sum(p.numel() for group in optimizer.param_groups for p in group["params"]) == trained
+
+    scheduler = trainer.create_scheduler(num_training_steps=100, optimizer=optimizer)
+    rates = []
+    for _ in range(10):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert rates[7] == [2e-4, 1e-5]  # the last step of epoch 2
+    assert rates[8] == pytest.approx([2e-5, 1e-6])  # epoch 3 onwards: x0.1, every group
+
+
+def _perfect_batch(coco, image_ids: list[int], num_queries: int = 8) -> EvalPrediction:
+    """What `prediction_step` gathers for `image_ids`: logits/boxes reproducing the ground truth exactly."""
+    mapping = CategoryMapping.from_coco_categories(coco.dataset["categories"])
+    logits = torch.full((len(image_ids), num_queries, mapping.num_labels + 1), -10.0)
+    logits[..., -1] = 10.0  # unused queries: "no object"
+    pred_boxes = torch.full((len(image_ids), num_queries, 4), 0.5)
+    sizes = []
+    for row, image_id in enumerate(image_ids):
+        image = coco.imgs[image_id]
+        sizes.append([image["height"], image["width"]])
+        for query, annotation in enumerate(coco.imgToAnns[image_id]):
+            x, y, w, h = annotation["bbox"]
+            logits[row, query, mapping.to_label(annotation["category_id"])] = 10.0
+            logits[row, query, -1] = -10.0
+            scale = torch.tensor([image["width"], image["height"]] * 2, dtype=torch.float32)
+            pred_boxes[row, query] = torch.tensor([x + w / 2, y + h / 2, w, h]) / scale
+    label_ids = (torch.tensor(image_ids), torch.tensor(sizes))
+    return EvalPrediction(predictions=(logits, pred_boxes), label_ids=label_ids)
+
+
+class _Split:
+    def __init__(self, coco) -> None:
+        self.coco = coco
+        self.mapping = CategoryMapping.from_coco_categories(coco.dataset["categories"])
+        self.processor = default_processor(64)
+
+
+def test_coco_metrics_score_batches_incrementally_and_count_each_image_once() -> None:
+    categories = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    records = [
+        {"image_id": i, "file_name": f"{i}.png", "width": 64 + 8 * i, "height": 48, "annotations": [
+            {"id": 10 * i + k, "bbox": [4.0 + 9 * k, 6.0, 20.0, 16.0 + k], "category_id": (3, 7)[(i + k) % 2],
+             "area": 320.0, "iscrowd": 0} for k in range(i % 3)
+        ]}
+        for i in range(1, 6)
+    ]  # fmt: skip
+    mapping = CategoryMapping.from_coco_categories(categories)
+    coco = build_coco_gt(records, mapping)
+    metrics = CocoMetrics(_Split(coco))
+    # A 2-process gather with batch 2: the padded last batch repeats image 1.
+    assert metrics(_perfect_batch(coco, [1, 2]), compute_result=False) == {}
+    assert metrics(_perfect_batch(coco, [3, 4]), compute_result=False) == {}
+    result = metrics(_perfect_batch(coco, [5, 1]), compute_result=True)
+    assert result["AP"] == pytest.approx(1.0) and result["AP50"] == pytest.approx(1.0)
+    assert result["num_images"] == 5
+    # The next evaluation starts empty: one image only, with nothing predicted.
+    missed = _perfect_batch(coco, [2])
+    missed.predictions[1][:] = 0.5  # every box in the middle of the image, far from the two objects
+    result = metrics(missed)
+    assert result["num_images"] == 1 and result["AR100"] == 0.0
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DETR_CUSTOM_CACHE=str(workdir / "cache"), OMP_NUM_THREADS="1")
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def _run(command: list[str], workdir: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A random tiny model, and data whose val ground truth is that model's own detections (AP near 1).
+
+    An untrained model scores 0 AP on real data, which would make "the 2-process mAP equals the 1-process mAP"
+    hold trivially; against its own detections the mAP is high and any lost or doubled image would show.
+    """
+    workdir = tmp_path_factory.mktemp("trainer")
+    torch.manual_seed(0)
+    model = DetrCustomForObjectDetection(DetrCustomConfig(**TINY_MODEL)).eval()
+    model.save_pretrained(workdir / "random")
+    data = write_synthetic_dataset(workdir / "probe", SPEC)
+    annotations_file = data / "annotations" / "instances_val.json"
+    coco = json.loads(annotations_file.read_text())
+    mapping = CategoryMapping.from_coco_categories(coco["categories"])
+    detector = ObjectDetector(model, default_processor(SPEC.image_size))
+    images = [Image.open(data / "val" / image["file_name"]).convert("RGB") for image in coco["images"]]
+    coco["annotations"] = []
+    for image, detections in zip(coco["images"], detector.detect(images, threshold=0.0)):
+        for detection in detections:
+            x0, y0, x1, y1 = detection["box"]
+            if x1 - x0 > 1 and y1 - y0 > 1:
+                coco["annotations"].append({
+                    "id": len(coco["annotations"]) + 1, "image_id": image["id"], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "category_id": mapping.to_category_id(detection["label_id"]), "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                })  # fmt: skip
+    annotations_file.write_text(json.dumps(coco))
+    return workdir, data
+
+
+def test_two_process_trainer_run_trains_evaluates_and_saves_a_hub_folder(probe: tuple[Path, Path]) -> None:
+    workdir, data = probe
+    output_dir = workdir / "out"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    command = [torchrun, "--nproc_per_node", "2", str(REPO / "scripts" / "train_trainer.py")]
+    command += ["--data", str(data), "--model", str(workdir / "random"), "--output_dir", str(output_dir)]
+    command += ["--max_steps", "2", "--learning_rate", "1e-6", "--lr_backbone", "1e-6", "--eval_strategy", "steps"]
+    command += ["--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none"]
+    result = _run(command, workdir)
+    assert "AR100" in result.stdout and "Saved the model" in result.stdout
+
+    # Two processes really ran: 8 images at 2 per device and 2 devices make 2 steps one epoch.
+    state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(1.0)
+    evaluation = next(entry for entry in state["log_history"] if "eval_AP" in entry)
+    assert evaluation["eval_num_images"] == SPEC.num_val  # the padded last batch counted once, none lost
+
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "eval_results.json"):
+        assert (output_dir / name).is_file(), name
+    assert {"modeling_detr_custom.py", "image_processing_detr_custom.py"} <= {p.name for p in output_dir.glob("*.py")}
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForObjectDetection"].endswith("DetrCustomForObjectDetection")
+    assert config["id2label"] == {"0": "rectangle", "1": "ellipse", "2": "triangle"} and config["auxiliary_loss"]
+    card = (output_dir / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["pipeline_tag"] == "object-detection" and metadata["library_name"] == "transformers"
+    assert "lr_backbone" in card and "| AP |" in card
+
+    trained, initial = load_file(output_dir / "model.safetensors"), load_file(workdir / "random" / "model.safetensors")
+    assert any(not torch.equal(trained[name], initial[name]) for name in initial), "training changed nothing"
+
+    # The 2-process evaluation inside the Trainer equals a 1-process evaluation of the saved folder.
+    metrics_file = workdir / "evaluate.json"
+    evaluate = [sys.executable, str(REPO / "scripts" / "evaluate.py"), "--model", str(output_dir), "--data", str(data)]
+    _run(evaluate + ["--output", str(metrics_file), "--per_device_eval_batch_size", "3"], workdir)
+    single = json.loads(metrics_file.read_text())
+    saved = json.loads((output_dir / "eval_results.json").read_text())
+    assert saved == pytest.approx(single, abs=1e-9)
+    assert evaluation["eval_AP"] == pytest.approx(single["AP"], abs=1e-9)
+    assert single["AP50"] > 0.8, single  # near-perfect: the ground truth is the model's own output
+
+
+def test_bad_arguments_give_one_line_errors(tmp_path: Path) -> None:
+    script = [sys.executable, str(REPO / "scripts" / "train_trainer.py"), "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(
+        script + ["--model", "no-such-preset", "--data", "synthetic:num_train=2,num_val=1,image_size=32"],
+        cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1 and "no-such-preset" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run(
+        script + ["--push_to_hub", "--max_steps", "1", "--data", "synthetic:num_train=2,num_val=1,image_size=32"],
+        cwd=tmp_path, env={**_env(tmp_path), "HF_HOME": str(tmp_path / "hf")}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "No Hugging Face token" in result.stderr
+    assert not (tmp_path / "out" / "model.safetensors").exists()  # failed before training, not after
+
+
+def test_help_lists_the_detr_options(capsys: pytest.CaptureFixture) -> None:
+    spec = importlib.util.spec_from_file_location("train_trainer_script", REPO / "scripts" / "train_trainer.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--data", "--model", "--lr_backbone", "--lr_drop", "--max_grad_norm", "--push_to_hub"):
+        assert option in text
+
+
+def test_metrics_numpy_inputs_match_tensor_inputs() -> None:
+    """Without `batch_eval_metrics` the Trainer hands over concatenated numpy arrays; the metrics are the same."""
+    categories = [{"id": 1, "name": "a"}]
+    records = [
+        {"image_id": i, "file_name": f"{i}.png", "width": 40, "height": 30, "annotations": [
+            {"id": i, "bbox": [2.0 * i, 3.0, 10.0, 12.0], "category_id": 1, "area": 120.0, "iscrowd": 0}
+        ]}
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+    coco = build_coco_gt(records, CategoryMapping.from_coco_categories(categories))
+    batch = _perfect_batch(coco, [1, 2, 3])
+    batch.predictions[1][0, 0] += 0.05  # one imperfect box: AP below 1
+    as_numpy = EvalPrediction(
+        predictions=tuple(np.asarray(x) for x in batch.predictions),
+        label_ids=tuple(np.asarray(x) for x in batch.label_ids),
+    )
+    expected = CocoMetrics(_Split(coco))(batch)
+    assert 0.0 < expected["AP"] < 1.0
+    assert CocoMetrics(_Split(coco))(as_numpy) == expected
