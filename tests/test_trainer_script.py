@@ -193,6 +193,7 @@ def test_two_process_trainer_run_trains_evaluates_and_saves_a_hub_folder(probe: 
     command += ["--data", str(data), "--model", str(workdir / "random"), "--output_dir", str(output_dir)]
     command += ["--max_steps", "2", "--learning_rate", "1e-6", "--lr_backbone", "1e-6", "--eval_strategy", "steps"]
     command += ["--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none"]
+    command += ["--logging_steps", "1"]
     result = _run(command, workdir)
     assert "AR100" in result.stdout and "Saved the model" in result.stdout
 
@@ -200,6 +201,9 @@ def test_two_process_trainer_run_trains_evaluates_and_saves_a_hub_folder(probe: 
     state = json.loads((output_dir / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["epoch"] == pytest.approx(1.0)
     evaluation = next(entry for entry in state["log_history"] if "eval_AP" in entry)
+    training_log = next(entry for entry in state["log_history"] if "loss" in entry)
+    for term in ("loss_ce", "loss_bbox", "loss_giou", "cardinality_error", "class_error", "loss_ce_aux"):
+        assert term in training_log, training_log  # every loss term, not just the total
     assert evaluation["eval_num_images"] == SPEC.num_val  # the padded last batch counted once, none lost
 
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "eval_results.json"):

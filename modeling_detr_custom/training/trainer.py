@@ -30,6 +30,7 @@ from transformers import EvalPrediction, SchedulerType, Trainer, TrainerCallback
 from ..data import DetectionSplit, load_detection_split
 from ..evaluation import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
 from ..hub import hub_errors, render_model_card
+from .logging_utils import LossMeter
 from .models import load_model_for_training
 from .optim import build_lr_scheduler, build_param_groups
 
@@ -222,7 +223,25 @@ class DetrTrainer(Trainer):
     def __init__(self, *args: Any, dataset_name: str = "synthetic", base_model: str | None = None, **kwargs: Any):
         self.dataset_name = dataset_name
         self.base_model = base_model
+        self.loss_meter = LossMeter()
         super().__init__(*args, **kwargs)
+
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, **kwargs: Any
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        """The Trainer's loss, keeping every term of the training batches for `log`."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+        if model.training and getattr(outputs, "loss_dict", None) is not None:
+            self.loss_meter.update(outputs.loss, outputs.loss_dict)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Adds the mean of each loss term since the last log (aux terms summed per kind) to training logs."""
+        if "loss" in logs and self.loss_meter.count:
+            means = self.accelerator.reduce(self.loss_meter.means(), reduction="mean")
+            logs.update({name: round(value.item(), 4) for name, value in means.items() if name != "loss"})
+            self.loss_meter.reset()
+        super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         """The `--optim` optimizer (AdamW by default) over `build_param_groups`: the backbone at `lr_backbone`."""
