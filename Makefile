@@ -32,5 +32,17 @@ format: install
 test: lint
 	$(PY) -m pytest -q
 
+# Speed against transformers' DETR in one run, ratios measured side by side (see benchmarks/README.md);
+# `make bench BENCH_ARGS=--quick` for a short development run.
+.PHONY: bench
+bench: install
+	$(PY) benchmarks/run.py $(BENCH_ARGS) --output benchmarks/results.json
+
+# Train the small default DETR from scratch on the synthetic shapes (CPU, accelerate launch), evaluate it, and draw
+# pipeline detections on held-out images: outputs/demo/last (checkpoint), outputs/demo.png. `DEMO_ARGS=--help`.
+.PHONY: demo
+demo: install
+	$(PY) scripts/demo.py $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) outputs .cache build *.egg-info

@@ -11,6 +11,7 @@ from transformers.activations import ACT2FN
 __all__ = ["DetrCustomConfig"]
 
 _POSITION_EMBEDDING_TYPES = ("sine", "learned")
+_CLASS_LOSS_TYPES = ("cross_entropy", "sigmoid_focal")
 _NUM_BACKBONE_STAGES = 5  # stem + 4 residual stages, the torchvision/timm convention
 _DEFAULT_BACKBONE = "resnet50"
 
@@ -49,6 +50,29 @@ class DetrCustomConfig(DetrConfig):
             Relative weight of the "no object" class in the classification loss, in `(0, 1]`.
         encoder_layerdrop, decoder_layerdrop (`float`, *optional*, defaults to 0.0):
             Accepted for compatibility with `DetrConfig`; only 0.0 is supported (transformers ignores them too).
+        num_query_groups (`int`, *optional*, defaults to 1):
+            Group DETR (Chen et al., 2023): in training, decode this many independent groups of `num_queries`
+            queries, each with its own one-to-one matching and loss, and no attention between groups; more
+            positive matches per image make a model trained from scratch converge much faster. Inference (eval
+            mode) decodes group 0 only, so predictions keep `num_queries` queries and the checkpoint keeps every
+            standard weight; the extra groups' queries are one extra table,
+            `model.extra_query_position_embeddings`. 1 = the original DETR.
+        query_anchor_boxes (`bool`, *optional*, defaults to `False`):
+            Give every query a learned anchor box (`query_anchor_boxes.weight`, logits of `(cx, cy, w, h)`,
+            initialised on a grid of centres covering the image) and predict boxes as
+            `sigmoid(bbox_predictor(h) + anchor)`, as Anchor DETR / DAB-DETR do in their box heads. Matching is
+            then spatially consistent from the first step, which speeds up training from scratch a lot. The
+            checkpoint gains the anchor table, so it no longer loads into transformers' `DetrForObjectDetection`
+            with the same outputs. `False` = the original DETR box head.
+        anchor_box_size (`float`, *optional*, defaults to 0.2):
+            Initial normalised width and height of the query anchor boxes, in `(0, 1)`.
+        class_loss_type (`str`, *optional*, defaults to `"cross_entropy"`):
+            `"cross_entropy"`: softmax cross-entropy with the no-object class weighted by `eos_coefficient` (the
+            original). `"sigmoid_focal"`: sigmoid focal loss (Lin et al.) over the `num_labels` object classes
+            with matching cost to suit, as Deformable DETR; the no-object logit is then held at 0 so the usual
+            softmax post-processing gives the sigmoid scores (see `DetrCustomForObjectDetection`).
+        focal_alpha, focal_gamma (`float`, *optional*, defaults to 0.25, 2):
+            Weight of positives and focusing exponent of the sigmoid focal loss and its matching cost.
         mask_loss_coefficient, dice_loss_coefficient (`float`, *optional*, defaults to 1):
             Segmentation-only settings of `DetrConfig`, kept for compatibility and unused by detection.
 
@@ -85,6 +109,13 @@ class DetrCustomConfig(DetrConfig):
     freeze_backbone_batch_norm: bool = True
     backbone_trainable_layers: int = 3
     use_pretrained_backbone: bool = False
+    # Opt-in training speed-ups (defaults: the original DETR, no extra parameters).
+    num_query_groups: int = 1
+    query_anchor_boxes: bool = False
+    anchor_box_size: float | int = 0.2
+    class_loss_type: str = "cross_entropy"
+    focal_alpha: float | int = 0.25
+    focal_gamma: float | int = 2
 
     def __post_init__(self, **kwargs: Any) -> None:
         if not kwargs.pop("use_timm_backbone", True):
@@ -210,6 +241,9 @@ def _check_architecture(config: DetrCustomConfig) -> None:
             f"activation_function={config.activation_function!r} is unknown; use one of transformers' "
             "activations such as 'relu' or 'gelu'."
         )
+    _check_int_range(config, "num_query_groups", 1, None)
+    if not 0.0 < config.anchor_box_size < 1.0:
+        raise ValueError(f"anchor_box_size={config.anchor_box_size} must be in (0, 1) (a fraction of the image side).")
     if config.num_labels is None or config.num_labels < 1:
         raise ValueError(f"num_labels={config.num_labels} must be at least 1 (set num_labels or id2label).")
 
@@ -233,6 +267,14 @@ def _check_matcher_and_loss(config: DetrCustomConfig) -> None:
             "class_cost, bbox_cost and giou_cost are all 0, so the Hungarian matching would be arbitrary; "
             "set at least one of them > 0 (the original uses 1, 5, 2)."
         )
+    if config.class_loss_type not in _CLASS_LOSS_TYPES:
+        raise ValueError(
+            f"class_loss_type={config.class_loss_type!r} is unknown; use one of {list(_CLASS_LOSS_TYPES)}."
+        )
+    if not 0.0 <= config.focal_alpha <= 1.0:
+        raise ValueError(f"focal_alpha={config.focal_alpha} must be in [0, 1] (the usual value is 0.25).")
+    if not math.isfinite(config.focal_gamma) or config.focal_gamma < 0:
+        raise ValueError(f"focal_gamma={config.focal_gamma} must be a finite number >= 0 (the usual value is 2).")
     if not 0.0 < config.eos_coefficient <= 1.0:
         raise ValueError(f"eos_coefficient={config.eos_coefficient} must be in (0, 1] (the original uses 0.1).")
 

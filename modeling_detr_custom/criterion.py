@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from .matcher import HungarianMatcher
 
-__all__ = ["SetCriterion"]
+__all__ = ["SetCriterion", "sigmoid_focal_loss"]
 
 
 class _Targets(NamedTuple):
@@ -36,6 +36,7 @@ class _Targets(NamedTuple):
     class_labels: Tensor  # (total_targets,) int64
     boxes_cxcywh: Tensor  # (total_targets, 4) float32
     num_per_image: Tensor  # (batch_size,) float32
+    num_query_groups: int  # the queries of every image are this many groups, each matched to all targets
 
 
 class _Matches(NamedTuple):
@@ -62,9 +63,15 @@ class SetCriterion(nn.Module):
         ce_loss_coefficient: Weight of ``loss_ce`` (and ``loss_ce_k``) in the total loss.
         bbox_loss_coefficient: Weight of ``loss_bbox`` (and ``loss_bbox_k``) in the total loss.
         giou_loss_coefficient: Weight of ``loss_giou`` (and ``loss_giou_k``) in the total loss.
+        class_loss_type: ``"cross_entropy"`` (the original: softmax over ``num_labels + 1`` classes, no-object
+            weighted by ``eos_coefficient``) or ``"sigmoid_focal"`` (sigmoid focal loss over the ``num_labels``
+            object columns, summed over queries and classes and divided by num_boxes, as Deformable DETR; the
+            no-object column is not used).
+        focal_alpha: Weight of positives in the sigmoid focal loss (negatives get ``1 - focal_alpha``).
+        focal_gamma: Focusing exponent of the sigmoid focal loss.
 
     Raises:
-        ValueError: If ``num_labels < 1`` or a coefficient is negative or not finite.
+        ValueError: If ``num_labels < 1``, a coefficient is negative or not finite, or the loss type is unknown.
     """
 
     def __init__(
@@ -75,15 +82,24 @@ class SetCriterion(nn.Module):
         ce_loss_coefficient: float = 1.0,
         bbox_loss_coefficient: float = 5.0,
         giou_loss_coefficient: float = 2.0,
+        class_loss_type: str = "cross_entropy",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
         if num_labels < 1:
             raise ValueError(f"SetCriterion num_labels must be >= 1, got {num_labels}.")
+        if class_loss_type not in ("cross_entropy", "sigmoid_focal"):
+            raise ValueError(
+                f"SetCriterion class_loss_type must be 'cross_entropy' or 'sigmoid_focal', got {class_loss_type!r}."
+            )
         coefficients = {
             "eos_coefficient": eos_coefficient,
             "ce_loss_coefficient": ce_loss_coefficient,
             "bbox_loss_coefficient": bbox_loss_coefficient,
             "giou_loss_coefficient": giou_loss_coefficient,
+            "focal_alpha": focal_alpha,
+            "focal_gamma": focal_gamma,
         }
         for name, value in coefficients.items():
             if not math.isfinite(value) or value < 0:
@@ -91,6 +107,9 @@ class SetCriterion(nn.Module):
         self.num_labels = num_labels
         self.matcher = matcher
         self.eos_coefficient = float(eos_coefficient)
+        self.class_loss_type = class_loss_type
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
         self.weight_dict = {
             "loss_ce": float(ce_loss_coefficient),
             "loss_bbox": float(bbox_loss_coefficient),
@@ -100,7 +119,7 @@ class SetCriterion(nn.Module):
         self.register_buffer("class_weight", torch.empty(num_labels + 1), persistent=False)
         self.reset_parameters()
         self.loss_map: dict[str, LossTerm] = {
-            "labels": self.loss_labels,
+            "labels": self.loss_labels if class_loss_type == "cross_entropy" else self.loss_labels_focal,
             "cardinality": self.loss_cardinality,
             "boxes": self.loss_boxes,
         }
@@ -116,7 +135,10 @@ class SetCriterion(nn.Module):
         self.class_weight[-1] = self.eos_coefficient
 
     def extra_repr(self) -> str:
-        return f"num_labels={self.num_labels}, eos_coefficient={self.eos_coefficient}, weights={self.weight_dict}"
+        return (
+            f"num_labels={self.num_labels}, eos_coefficient={self.eos_coefficient}, weights={self.weight_dict}, "
+            f"class_loss_type={self.class_loss_type}"
+        )
 
     def forward(
         self,
@@ -124,6 +146,7 @@ class SetCriterion(nn.Module):
         pred_boxes: Tensor,
         targets: list[dict[str, Tensor]],
         auxiliary_outputs: list[dict[str, Tensor]] | None = None,
+        num_query_groups: int = 1,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Computes the weighted total loss and every term.
 
@@ -134,6 +157,10 @@ class SetCriterion(nn.Module):
                 ``(cx, cy, w, h)``; ``n_i = 0`` is valid.
             auxiliary_outputs: Intermediate decoder outputs, first layer first, each a dict with ``logits`` and
                 ``pred_boxes`` shaped like the final ones.
+            num_query_groups: The queries are this many consecutive groups of equal size (Group DETR), each
+                matched one-to-one to the targets on its own. The box losses are divided by
+                ``num_query_groups * num_boxes`` (as Group DETR), so every term is a mean over the groups and
+                keeps the scale of one group; ``cardinality_error`` counts predictions per group.
 
         Returns:
             ``(loss, loss_dict)``: the scalar ``sum(coefficient * term)`` over ``loss_ce``, ``loss_bbox``,
@@ -145,13 +172,13 @@ class SetCriterion(nn.Module):
             ValueError: If shapes, keys or target labels are invalid, or the matching cost is not finite.
         """
         outputs = [*(auxiliary_outputs or []), {"logits": logits, "pred_boxes": pred_boxes}]
-        self._check_outputs(outputs)
+        self._check_outputs(outputs, num_query_groups)
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            all_logits = torch.stack([output["logits"] for output in outputs]).float()  # (L, B, Q, C+1)
-            all_boxes_cxcywh = torch.stack([output["pred_boxes"] for output in outputs]).float()  # (L, B, Q, 4)
-            matches = self._match(all_logits, all_boxes_cxcywh, targets)
-            batch_targets = _concat_targets(targets, logits.device)
-            num_boxes = _num_boxes(len(batch_targets.class_labels), logits.device)
+            all_logits = torch.stack([output["logits"] for output in outputs]).float()  # (L, B, G*Q, C+1)
+            all_boxes_cxcywh = torch.stack([output["pred_boxes"] for output in outputs]).float()  # (L, B, G*Q, 4)
+            matches = self._match(all_logits, all_boxes_cxcywh, targets, num_query_groups)
+            batch_targets = _concat_targets(targets, logits.device, num_query_groups)
+            num_boxes = num_query_groups * _num_boxes(len(batch_targets.class_labels), logits.device)
             per_layer: dict[str, Tensor] = {}
             for term in self.loss_map.values():
                 per_layer.update(term(all_logits, all_boxes_cxcywh, batch_targets, matches, num_boxes))
@@ -186,6 +213,34 @@ class SetCriterion(nn.Module):
         loss_ce = weighted_nll.sum(1) / weight_sum.clamp(min=torch.finfo(torch.float32).tiny)
         return {"loss_ce": loss_ce, "class_error": _class_error(logits, targets, matches)}
 
+    def loss_labels_focal(
+        self, logits: Tensor, pred_boxes: Tensor, targets: _Targets, matches: _Matches, num_boxes: Tensor | float
+    ) -> dict[str, Tensor]:
+        """Sigmoid focal loss over the object classes (``loss_ce``) and ``class_error``, per layer.
+
+        Every query and object class is a binary problem: 1 for the matched target's class, 0 otherwise
+        (unmatched queries are 0 everywhere). The no-object logit is not used. As Deformable DETR, the sum over
+        queries and classes is divided by ``num_boxes``.
+
+        Args:
+            logits: `(num_layers, batch_size, num_queries, num_labels + 1)` float32.
+            pred_boxes: Unused.
+            targets: Concatenated targets.
+            matches: Matched pairs of every layer.
+            num_boxes: Normaliser of the summed loss (>= 1).
+
+        Returns:
+            ``loss_ce`` and ``class_error``, each of shape `(num_layers,)`.
+        """
+        class_logits = logits[..., :-1]  # (L, B, Q, C)
+        is_target = torch.zeros_like(class_logits)
+        is_target[matches.layer, matches.image, matches.query, targets.class_labels[matches.target]] = 1.0
+        loss = sigmoid_focal_loss(class_logits, is_target, self.focal_alpha, self.focal_gamma)
+        return {
+            "loss_ce": loss.flatten(1).sum(1) / num_boxes,
+            "class_error": _class_error(class_logits, targets, matches),
+        }
+
     @torch.no_grad()
     def loss_cardinality(
         self, logits: Tensor, pred_boxes: Tensor, targets: _Targets, matches: _Matches, num_boxes: Tensor | float
@@ -202,8 +257,12 @@ class SetCriterion(nn.Module):
         Returns:
             ``cardinality_error`` of shape `(num_layers,)`, without gradient.
         """
-        num_predicted = (logits.argmax(-1) != logits.shape[-1] - 1).sum(-1)  # (L, B)
-        return {"cardinality_error": (num_predicted.float() - targets.num_per_image).abs().mean(-1)}
+        if self.class_loss_type == "cross_entropy":
+            is_object = logits.argmax(-1) != logits.shape[-1] - 1  # (L, B, G*Q)
+        else:  # a sigmoid score above 0.5 in any object class
+            is_object = (logits[..., :-1] > 0).any(-1)
+        num_predicted = is_object.sum(-1).float() / targets.num_query_groups  # (L, B), per query group
+        return {"cardinality_error": (num_predicted - targets.num_per_image).abs().mean(-1)}
 
     def loss_boxes(
         self, logits: Tensor, pred_boxes: Tensor, targets: _Targets, matches: _Matches, num_boxes: Tensor | float
@@ -233,21 +292,24 @@ class SetCriterion(nn.Module):
             "loss_giou": (1 - giou).view(num_layers, matches.pairs_per_layer).sum(1) / num_boxes,
         }
 
-    def _match(self, logits: Tensor, pred_boxes_cxcywh: Tensor, targets: list[dict[str, Tensor]]) -> _Matches:
-        """Matches every layer independently with one matcher call.
+    def _match(
+        self, logits: Tensor, pred_boxes_cxcywh: Tensor, targets: list[dict[str, Tensor]], num_query_groups: int
+    ) -> _Matches:
+        """Matches every layer and every query group independently with one matcher call.
 
         Args:
-            logits: `(num_layers, batch_size, num_queries, num_labels + 1)`.
+            logits: `(num_layers, batch_size, num_queries, num_labels + 1)`; `num_queries` counts all groups.
             pred_boxes_cxcywh: `(num_layers, batch_size, num_queries, 4)`.
             targets: One dict per image.
+            num_query_groups: Consecutive query groups per layer, each matched on its own.
         """
         num_layers, _, num_queries = logits.shape[:3]
-        # Layer l's queries become query group l of each image: (L, B, Q, C) -> (B, L*Q, C).
+        # Layer l's query group g becomes matcher group l * G + g of each image: (L, B, G*Q, C) -> (B, L*G*Q, C).
         indices = self.matcher(
             logits.transpose(0, 1).flatten(1, 2),
             pred_boxes_cxcywh.transpose(0, 1).flatten(1, 2),
             targets,
-            num_groups=num_layers,
+            num_groups=num_layers * num_query_groups,
         )
         first_target = torch.tensor([0, *(len(target["boxes"]) for target in targets)]).cumsum(0)
         pairs_per_image = torch.tensor([len(pred) for pred, _ in indices])
@@ -260,7 +322,7 @@ class SetCriterion(nn.Module):
         flat = flat.to(logits.device)  # one host-to-device copy
         return _Matches(*flat.unbind(0), pairs_per_layer=len(order) // num_layers)
 
-    def _check_outputs(self, outputs: list[dict[str, Tensor]]) -> None:
+    def _check_outputs(self, outputs: list[dict[str, Tensor]], num_query_groups: int) -> None:
         final_logits, final_boxes = outputs[-1]["logits"], outputs[-1]["pred_boxes"]
         if final_logits.ndim != 3 or final_logits.shape[-1] != self.num_labels + 1:
             raise ValueError(
@@ -271,6 +333,11 @@ class SetCriterion(nn.Module):
             raise ValueError(
                 f"pred_boxes must have shape {(*final_logits.shape[:2], 4)} to match logits, got "
                 f"{tuple(final_boxes.shape)}."
+            )
+        if num_query_groups < 1 or final_logits.shape[1] % num_query_groups:
+            raise ValueError(
+                f"num_query_groups={num_query_groups} must be >= 1 and divide the number of queries "
+                f"({final_logits.shape[1]})."
             )
         for index, output in enumerate(outputs[:-1]):
             if "logits" not in output or "pred_boxes" not in output:
@@ -309,12 +376,13 @@ def _class_error(logits: Tensor, targets: _Targets, matches: _Matches) -> Tensor
     return 100 - 100 * correct.mean(1)
 
 
-def _concat_targets(targets: list[dict[str, Tensor]], device: torch.device) -> _Targets:
+def _concat_targets(targets: list[dict[str, Tensor]], device: torch.device, num_query_groups: int) -> _Targets:
     num_per_image = [len(target["class_labels"]) for target in targets]
     return _Targets(
         class_labels=torch.cat([target["class_labels"] for target in targets]).to(device, torch.int64),
         boxes_cxcywh=torch.cat([target["boxes"] for target in targets]).to(device, torch.float32),
         num_per_image=torch.tensor(num_per_image, dtype=torch.float32, device=device),
+        num_query_groups=num_query_groups,
     )
 
 
@@ -329,3 +397,22 @@ def _num_boxes(num_local_boxes: int, device: torch.device) -> Tensor | float:
         torch.distributed.all_reduce(num_boxes)  # SUM over processes
         return (num_boxes / torch.distributed.get_world_size()).clamp(min=1)
     return max(float(num_local_boxes), 1.0)
+
+
+def sigmoid_focal_loss(logits: Tensor, is_target: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
+    """Elementwise sigmoid focal loss (Lin et al., 2017), `alpha_t * (1 - p_t) ** gamma * BCE(logits, is_target)`.
+
+    Args:
+        logits: Any shape, raw scores.
+        is_target: Same shape, 1.0 for positives and 0.0 for negatives.
+        alpha: Weight of positives; negatives get `1 - alpha`.
+        gamma: Focusing exponent; 0 gives alpha-weighted binary cross-entropy.
+
+    Returns:
+        The loss, shaped like `logits`.
+    """
+    probabilities = logits.sigmoid()
+    bce = F.binary_cross_entropy_with_logits(logits, is_target, reduction="none")
+    p_t = probabilities * is_target + (1 - probabilities) * (1 - is_target)
+    alpha_t = alpha * is_target + (1 - alpha) * (1 - is_target)
+    return alpha_t * (1 - p_t) ** gamma * bce

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
@@ -41,15 +42,30 @@ class HungarianMatcher(nn.Module):
         class_cost: Weight of the classification term (negative probability of the target class).
         bbox_cost: Weight of the L1 distance between ``(cx, cy, w, h)`` boxes.
         giou_cost: Weight of the negative generalized IoU.
+        class_cost_type: ``"probability"`` (the original: ``-softmax(logits)[label]`` over ``num_labels + 1``
+            classes) or ``"focal"`` (for a sigmoid focal loss, as Deformable DETR: with ``p = sigmoid(logit)`` of
+            the target class, ``alpha * (1 - p) ** gamma * -log(p) - (1 - alpha) * p ** gamma * -log(1 - p)``,
+            the focal loss of calling the query positive minus that of calling it negative; the no-object logit
+            is not used).
+        focal_alpha: ``alpha`` of the focal cost.
+        focal_gamma: ``gamma`` of the focal cost.
 
     Raises:
-        ValueError: If a weight is negative or not finite, or if all weights are 0.
+        ValueError: If a weight is negative or not finite, if all weights are 0, or the cost type is unknown.
     """
 
-    def __init__(self, class_cost: float = 1.0, bbox_cost: float = 5.0, giou_cost: float = 2.0) -> None:
+    def __init__(
+        self,
+        class_cost: float = 1.0,
+        bbox_cost: float = 5.0,
+        giou_cost: float = 2.0,
+        class_cost_type: str = "probability",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ) -> None:
         super().__init__()
         costs = {"class_cost": class_cost, "bbox_cost": bbox_cost, "giou_cost": giou_cost}
-        for name, value in costs.items():
+        for name, value in {**costs, "focal_alpha": focal_alpha, "focal_gamma": focal_gamma}.items():
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"HungarianMatcher {name} must be a finite number >= 0, got {value}.")
         if all(value == 0 for value in costs.values()):
@@ -57,12 +73,23 @@ class HungarianMatcher(nn.Module):
                 "HungarianMatcher class_cost, bbox_cost and giou_cost are all 0: the matching would be arbitrary. "
                 "Give at least one of them a positive weight."
             )
+        if class_cost_type not in ("probability", "focal"):
+            raise ValueError(
+                f"HungarianMatcher class_cost_type must be 'probability' or 'focal', got {class_cost_type!r}."
+            )
         self.class_cost = float(class_cost)
         self.bbox_cost = float(bbox_cost)
         self.giou_cost = float(giou_cost)
+        self.class_cost_type = class_cost_type
+        self.focal_alpha = float(focal_alpha)
+        self.focal_gamma = float(focal_gamma)
 
     def extra_repr(self) -> str:
-        return f"class_cost={self.class_cost}, bbox_cost={self.bbox_cost}, giou_cost={self.giou_cost}"
+        focal = f", focal_alpha={self.focal_alpha}, focal_gamma={self.focal_gamma}" * (self.class_cost_type == "focal")
+        return (
+            f"class_cost={self.class_cost}, bbox_cost={self.bbox_cost}, giou_cost={self.giou_cost}, "
+            f"class_cost_type={self.class_cost_type}{focal}"
+        )
 
     @torch.no_grad()
     def forward(
@@ -130,16 +157,31 @@ class HungarianMatcher(nn.Module):
         cost = torch.zeros(batch_size, num_queries, target_labels.shape[1], device=logits.device)
         # Terms with weight 0 are skipped, so that 0 * NaN cannot poison the matrix.
         if self.class_cost:
-            probabilities = logits.softmax(-1)  # (B, Q, C+1)
             # Out-of-range labels are reported after the copy to the CPU; clamping avoids a CUDA device assert.
             labels = target_labels.clamp(0, logits.shape[-1] - 1)[:, None, :].expand(-1, num_queries, -1)
-            cost -= self.class_cost * probabilities.gather(2, labels)
+            cost += self.class_cost * self._class_cost(logits, labels)
         if self.bbox_cost:
             cost += self.bbox_cost * torch.cdist(pred_boxes_cxcywh, target_boxes_cxcywh, p=1)
         if self.giou_cost:
             giou = generalized_box_iou(box_cxcywh_to_xyxy(pred_boxes_cxcywh), box_cxcywh_to_xyxy(target_boxes_cxcywh))
             cost -= self.giou_cost * giou
         return cost
+
+    def _class_cost(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Classification cost `(batch_size, num_queries, max_targets)` of each query for each target's label.
+
+        Args:
+            logits: `(batch_size, num_queries, num_labels + 1)` float32.
+            labels: `(batch_size, num_queries, max_targets)` int64, each target's label repeated per query.
+        """
+        if self.class_cost_type == "probability":
+            return -logits.softmax(-1).gather(2, labels)
+        # log-sigmoid is exact where `-log(p + eps)` would saturate; labels < num_labels never reach no-object.
+        target_logits = logits.gather(2, labels)
+        probabilities = target_logits.sigmoid()
+        positive = self.focal_alpha * (1 - probabilities) ** self.focal_gamma * -F.logsigmoid(target_logits)
+        negative = (1 - self.focal_alpha) * probabilities**self.focal_gamma * -F.logsigmoid(-target_logits)
+        return positive - negative
 
 
 def _assign(

@@ -24,7 +24,8 @@ from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 from .pipeline_support import register_pipeline_support
 from .position_embedding import UniformEmbedding, build_position_embedding
-from .transformer import DetrCustomDecoder, DetrCustomEncoder, XavierLinear
+from .query_anchors import QueryAnchorBoxes
+from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
 
 __all__ = [
     "DetrCustomForObjectDetection",
@@ -40,6 +41,8 @@ _AUTO_MAP_CLASSES = {
     "AutoModel": ("modeling_detr_custom", "DetrCustomModel"),
     "AutoModelForObjectDetection": ("modeling_detr_custom", "DetrCustomForObjectDetection"),
 }
+# Initial sigmoid probability of every class under the focal loss (RetinaNet's prior).
+_FOCAL_PRIOR_PROBABILITY = 0.01
 # Tolerance on normalised label boxes: they must lie in [0, 1], up to rounding.
 _BOX_TOLERANCE = 1e-3
 
@@ -172,6 +175,8 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
                 f"{unexpected}. Check that the config (backbone, layers, position_embedding_type, pre_norm) "
                 "matches the checkpoint."
             )
+        # Loading re-creates every parameter with requires_grad=True: freeze the configured backbone stages again.
+        model.base_model.unfreeze_backbone()
         return (model, loading_info) if output_loading_info else model
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
@@ -227,6 +232,11 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         self.position_embedding = build_position_embedding(config.position_embedding_type, config.d_model)
         self.input_projection = nn.Conv2d(self.backbone.num_channels, config.d_model, kernel_size=1)
         self.query_position_embeddings = nn.Embedding(config.num_queries, config.d_model)
+        if config.num_query_groups > 1:
+            # Group DETR: queries of groups 1.. are used in training only; group 0 is the standard query table.
+            self.extra_query_position_embeddings = nn.Embedding(
+                (config.num_query_groups - 1) * config.num_queries, config.d_model
+            )
         self.encoder = DetrCustomEncoder(config)
         self.decoder = DetrCustomDecoder(config)
         self.post_init()
@@ -266,18 +276,16 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
 
         feature_map, mask = self.backbone(pixel_values, pixel_mask)
         key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
-        position_embeddings = self.position_embedding(feature_map, mask)  # (B, HW, D)
+        # Without padding the positions depend on the shape alone (the embedding caches them).
+        position_embeddings = self.position_embedding(feature_map, None if key_padding_mask is None else mask)
         features = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, HW, D)
         encoder_output = self.encoder(
             features, position_embeddings, key_padding_mask, output_attentions, output_hidden_states
         )
-        query_position_embeddings = self.query_position_embeddings.weight[None].expand(len(pixel_values), -1, -1)
-        decoder_output = self.decoder(
-            query_position_embeddings,
+        decoder_output = self._decode(
             encoder_output.last_hidden_state,
             position_embeddings,
             key_padding_mask,
-            output_intermediate=self.config.auxiliary_loss,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
@@ -292,6 +300,61 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             encoder_attentions=encoder_output.attentions,
         )
         return output if return_dict else output.to_tuple()
+
+    @property
+    def num_active_query_groups(self) -> int:
+        """Query groups decoded now: `config.num_query_groups` in training mode, 1 (group 0) in eval mode."""
+        return self.config.num_query_groups if self.training else 1
+
+    def _decode(
+        self,
+        encoder_hidden_states: Tensor,
+        position_embeddings: Tensor,
+        key_padding_mask: Tensor | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ) -> DetrCustomDecoderOutput:
+        """Decodes the object queries of every active group; groups never attend to each other.
+
+        Each group is decoded as a separate batch entry, image-major, which is the same as self-attention masked
+        to within the group (cross-attention and the FFN are per query): `(B * G, Q, D)`. The hidden states of
+        the groups are then laid side by side, `(B, G * Q, D)`; the attention weights (when requested) stay
+        per `(image, group)` entry. With one group this is the plain DETR decoder.
+        """
+        batch_size, num_groups = len(encoder_hidden_states), self.num_active_query_groups
+        query_position_embeddings = self.query_position_embeddings.weight  # (Q, D)
+        if num_groups > 1:
+            query_position_embeddings = torch.cat(
+                [query_position_embeddings, self.extra_query_position_embeddings.weight]
+            )
+            encoder_hidden_states = encoder_hidden_states.repeat_interleave(num_groups, 0)  # (B*G, HW, D)
+            position_embeddings = position_embeddings.repeat_interleave(num_groups, 0)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.repeat_interleave(num_groups, 0)  # (B*G, HW)
+        query_position_embeddings = query_position_embeddings.view(num_groups, -1, self.config.d_model)  # (G, Q, D)
+        decoder_output = self.decoder(
+            # (B*G, Q, D), group after group per image; a view without copy for one group
+            query_position_embeddings[None].expand(batch_size, -1, -1, -1).flatten(0, 1),
+            encoder_hidden_states,
+            position_embeddings,
+            key_padding_mask,
+            output_intermediate=self.config.auxiliary_loss,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        if num_groups > 1:
+            decoder_output.last_hidden_state = _merge_groups(decoder_output.last_hidden_state, num_groups)
+            if decoder_output.intermediate_hidden_states is not None:
+                decoder_output.intermediate_hidden_states = _merge_groups(
+                    decoder_output.intermediate_hidden_states, num_groups
+                )
+        return decoder_output
+
+
+def _merge_groups(hidden_states: Tensor, num_groups: int) -> Tensor:
+    """`(..., B * G, Q, D)` -> `(..., B, G * Q, D)`: each image's query groups side by side, group 0 first."""
+    *leading, batch_groups, num_queries, hidden_size = hidden_states.shape
+    return hidden_states.reshape(*leading, batch_groups // num_groups, num_groups * num_queries, hidden_size)
 
 
 class DetrCustomMLPPredictionHead(nn.Module):
@@ -330,15 +393,58 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
         self.model = DetrCustomModel(config)
         self.class_labels_classifier = nn.Linear(config.d_model, config.num_labels + 1)
         self.bbox_predictor = DetrCustomMLPPredictionHead(config.d_model, config.d_model, 4, num_layers=3)
-        matcher = HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost)
+        if config.query_anchor_boxes:
+            self.query_anchor_boxes = QueryAnchorBoxes(
+                config.num_queries, config.num_query_groups, config.anchor_box_size
+            )
+        focal = {"focal_alpha": config.focal_alpha, "focal_gamma": config.focal_gamma}
+        class_cost_type = "focal" if config.class_loss_type == "sigmoid_focal" else "probability"
+        matcher = HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost, class_cost_type, **focal)
         self.criterion = SetCriterion(
             config.num_labels,
             matcher,
             eos_coefficient=config.eos_coefficient,
             bbox_loss_coefficient=config.bbox_loss_coefficient,
             giou_loss_coefficient=config.giou_loss_coefficient,
+            class_loss_type=config.class_loss_type,
+            **focal,
         )
         self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """As the base class, plus the opt-in heads: with the sigmoid focal loss the class biases start at the
+        prior probability 0.01 (Lin et al.), so the many negatives do not swamp the first steps; with query anchor
+        boxes the anchors start on their grid and the box head's last layer at zero, so every query's first box
+        is its anchor."""
+        super()._init_weights(module)
+        if isinstance(module, QueryAnchorBoxes):
+            init.copy_(module.weight, module.initial_logits())
+        bbox_layers = getattr(self, "bbox_predictor", None)
+        if self.config.query_anchor_boxes and bbox_layers is not None and module is bbox_layers.layers[-1]:
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        if module is getattr(self, "class_labels_classifier", None) and self.config.class_loss_type == "sigmoid_focal":
+            init.constant_(module.bias, -math.log((1 - _FOCAL_PRIOR_PROBABILITY) / _FOCAL_PRIOR_PROBABILITY))
+
+    def _boxes(self, hidden_states: Tensor) -> Tensor:
+        """Normalised `(cx, cy, w, h)` boxes `(..., num_queries, 4)`, relative to the query anchors if configured."""
+        box_logits = self.bbox_predictor(hidden_states)
+        if self.config.query_anchor_boxes:
+            return self.query_anchor_boxes(box_logits)
+        return box_logits.sigmoid()
+
+    def _class_logits(self, hidden_states: Tensor) -> Tensor:
+        """Class logits `(..., num_labels + 1)`; with the sigmoid focal loss the no-object logit is pinned at 0.
+
+        Softmax post-processing then turns object logits `z` into `exp(z_c) / (1 + sum_j exp(z_j))`, which is
+        `sigmoid(z_c)` when one class dominates: the scores of the focal-trained model, and the same numbers in
+        transformers' DETR (the no-object row of the class head never receives a gradient).
+        """
+        logits = self.class_labels_classifier(hidden_states)
+        if self.config.class_loss_type != "sigmoid_focal":
+            return logits
+        return torch.cat([logits[..., :-1], torch.zeros_like(logits[..., -1:])], dim=-1)
 
     def forward(
         self,
@@ -369,22 +475,24 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
         if labels is not None:
             labels = validate_labels(labels, len(pixel_values), self.config.num_labels, pixel_values.device)
         outputs = self.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True)
-        logits = self.class_labels_classifier(outputs.last_hidden_state)  # (B, Q, C+1)
-        pred_boxes = self.bbox_predictor(outputs.last_hidden_state).sigmoid()  # (B, Q, 4) cxcywh
+        logits = self._class_logits(outputs.last_hidden_state)  # (B, Q, C+1); (B, G*Q, C+1) with query groups
+        pred_boxes = self._boxes(outputs.last_hidden_state)  # (B, Q, 4) cxcywh
         auxiliary_outputs = None
         # Only where a loss can use them: at inference they would cost L-1 extra head evaluations, and
         # transformers' pipeline splits every output field per image, which a list of dicts breaks.
         if outputs.intermediate_hidden_states is not None and (labels is not None or self.training):
             intermediate = outputs.intermediate_hidden_states[:-1]  # (L-1, B, Q, D); the last one is final
-            all_logits = self.class_labels_classifier(intermediate)
-            all_boxes = self.bbox_predictor(intermediate).sigmoid()
+            all_logits = self._class_logits(intermediate)
+            all_boxes = self._boxes(intermediate)
             auxiliary_outputs = [
                 {"logits": layer_logits, "pred_boxes": layer_boxes}
                 for layer_logits, layer_boxes in zip(all_logits, all_boxes)
             ]
         loss, loss_dict = None, None
         if labels is not None:
-            loss, loss_dict = self.criterion(logits, pred_boxes, labels, auxiliary_outputs)
+            loss, loss_dict = self.criterion(
+                logits, pred_boxes, labels, auxiliary_outputs, num_query_groups=self.model.num_active_query_groups
+            )
         output = DetrCustomObjectDetectionOutput(
             loss=loss,
             loss_dict=loss_dict,

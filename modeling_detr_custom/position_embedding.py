@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,9 +35,14 @@ class DetrCustomSinePositionEmbedding(nn.Module):
         self.num_position_features = num_position_features
         self.temperature = temperature
         self.scale = scale
+        # Embedding of the last unpadded shape: (key, tensor). It depends on nothing but the shape.
+        self._unpadded_cache: tuple[tuple[Any, ...], Tensor] | None = None
 
     def forward(self, feature_map: Tensor, mask: Tensor | None = None) -> Tensor:
         """Position embeddings of a feature map.
+
+        Without a mask the result depends on the shape alone and is computed once per shape (the cached tensor is
+        returned again, so callers must not modify it in place).
 
         Args:
             feature_map: `(batch_size, channels, height, width)`; only its shape, device and dtype are used.
@@ -45,6 +51,16 @@ class DetrCustomSinePositionEmbedding(nn.Module):
         Returns:
             `(batch_size, height * width, 2 * num_position_features)` in the dtype of `feature_map`.
         """
+        if mask is not None or torch.compiler.is_compiling():
+            return self._embed(feature_map, mask)
+        batch_size, _, height, width = feature_map.shape
+        key = (batch_size, height, width, feature_map.device, feature_map.dtype, torch.is_inference_mode_enabled())
+        if self._unpadded_cache is None or self._unpadded_cache[0] != key:
+            self._unpadded_cache = (key, self._embed(feature_map, None))
+        return self._unpadded_cache[1]
+
+    def _embed(self, feature_map: Tensor, mask: Tensor | None) -> Tensor:
+        """The embedding of `forward`, computed."""
         batch_size, _, height, width = feature_map.shape
         device = feature_map.device
         if mask is None:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .backbone import derived_tensor_cache_key
 from .configuration_detr_custom import DetrCustomConfig
 
 __all__ = [
@@ -65,7 +66,11 @@ class XavierLinear(nn.Linear):
 class DetrCustomAttention(nn.Module):
     """Multi-head attention through `scaled_dot_product_attention`, with separate q/k/v/out projections.
 
-    Callers add position embeddings to `queries` and `keys` themselves; `values` never get them.
+    Callers add position embeddings to `queries` and `keys` themselves; `values` never get them. When `queries`
+    and `keys` are the same tensor (self-attention: both are `hidden_states + positions`), both projections run as
+    one matrix product with the two weights stacked at run time (cached while the weights are unchanged and need no
+    gradient); the parameters stay `q_proj`/`k_proj`, and the results equal two separate products. Setting
+    `stack_query_key = False` runs the two products separately (for measurements).
 
     Args:
         hidden_size: Model width `d_model`.
@@ -85,6 +90,32 @@ class DetrCustomAttention(nn.Module):
         self.k_proj = XavierLinear(hidden_size, hidden_size, xavier_fan_out=stacked, zero_bias=True)
         self.v_proj = XavierLinear(hidden_size, hidden_size, xavier_fan_out=stacked, zero_bias=True)
         self.out_proj = XavierLinear(hidden_size, hidden_size, zero_bias=True)
+        # Run-time stacked q/k projection: (cache key, weight (2D, D), bias (2D,)); never part of the state dict.
+        self.stack_query_key = True
+        self._stacked_query_key: tuple[Any, Tensor, Tensor] | None = None
+
+    def _stacked_query_key_projection(self) -> tuple[Tensor, Tensor]:
+        """`q_proj` and `k_proj` as one projection: weight `(2 * hidden_size, hidden_size)` and bias."""
+        sources = [self.q_proj.weight, self.k_proj.weight, self.q_proj.bias, self.k_proj.bias]
+        key = derived_tensor_cache_key(sources)
+        if key is None:
+            return torch.cat(sources[:2]), torch.cat(sources[2:])
+        if self._stacked_query_key is None or self._stacked_query_key[0] != key:
+            with torch.no_grad():
+                self._stacked_query_key = (key, torch.cat(sources[:2]), torch.cat(sources[2:]))
+        return self._stacked_query_key[1], self._stacked_query_key[2]
+
+    def _apply(self, *args: Any, **kwargs: Any) -> DetrCustomAttention:
+        # `.to()`, `.half()`, ...: drop the stacked copy now rather than holding it until the next call.
+        self._stacked_query_key = None
+        return super()._apply(*args, **kwargs)
+
+    def _project_queries_and_keys(self, queries: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        if queries is not keys or not self.stack_query_key:
+            return self.q_proj(queries), self.k_proj(keys)
+        weight, bias = self._stacked_query_key_projection()
+        query, key = nn.functional.linear(queries, weight, bias).chunk(2, dim=-1)  # 2 x (B, L, D)
+        return query, key
 
     def _split_heads(self, states: Tensor) -> Tensor:
         batch_size, length, _ = states.shape
@@ -112,9 +143,8 @@ class DetrCustomAttention(nn.Module):
             `(batch_size, num_heads, query_length, key_length)` or None.
         """
         batch_size, query_length, hidden_size = queries.shape
-        query = self._split_heads(self.q_proj(queries))
-        key = self._split_heads(self.k_proj(keys))
-        value = self._split_heads(self.v_proj(values))
+        query, key = self._project_queries_and_keys(queries, keys)
+        query, key, value = self._split_heads(query), self._split_heads(key), self._split_heads(self.v_proj(values))
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
         dropout = self.dropout if self.training else 0.0
         weights = None

@@ -24,6 +24,7 @@ MODELING_FILES = {
     "matcher.py",
     "box_ops.py",
     "pipeline_support.py",
+    "query_anchors.py",
 }
 
 # Runs where the package cannot be imported: only the files saved next to the weights are available.
