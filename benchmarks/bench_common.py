@@ -1,7 +1,7 @@
 """Shared benchmark plumbing: interleaved timing, result rows, the printed table and the machine description.
 
 Every figure is a comparison measured in the same run: calls to ours and to the reference alternate within every
-repeat (ABAB...), so load from other processes on a shared machine hits both alike, and each row keeps the minimum
+repeat (AB BA AB ...), so load from other processes on a shared machine hits both alike, and each row keeps the minimum
 and the median over repeats of both sides, and the ratios built from them.
 """
 
@@ -60,8 +60,11 @@ def interleaved_seconds(
 ) -> dict[str, list[float]]:
     """Wall time of each call over `repeats` rounds, the calls alternating within every round.
 
+    The order rotates from one round to the next (AB, BA, AB, ... for two calls), so that no call always runs
+    right after another particular one (whose freed memory or cache state it would inherit).
+
     Args:
-        calls: Name -> zero-argument callable, run in this order in every round.
+        calls: Name -> zero-argument callable.
         repeats: Timed rounds.
         warmup: Untimed rounds first (allocator, oneDNN primitive caches, lazy initialisation).
         sync: Called before reading the clock (e.g. `torch.cuda.synchronize`).
@@ -72,8 +75,11 @@ def interleaved_seconds(
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be >= 1.")
     times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
     for round_index in range(warmup + repeats):
-        for name, call in calls.items():
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            call = calls[name]
             if sync is not None:
                 sync()
             start = time.perf_counter()

@@ -1,8 +1,9 @@
 """Peak memory (item 7): each model runs the work of items 1 and 4 in a fresh process of its own.
 
-On CPU the figure is the peak resident set size of that process (`ru_maxrss`), so peaks of the two models never
-mix; the process imports the same modules and loads the checkpoint the same way on both sides. On CUDA it is
-`torch.cuda.max_memory_allocated` over the work.
+On CPU the figure is the peak resident set size of that process (`VmHWM` in `/proc/self/status`), so peaks of
+the two models never mix (`ru_maxrss` cannot be used: Linux carries it over from the parent through fork and exec,
+so a child of a large benchmark process reports the parent's size); the process imports the same modules and loads
+the checkpoint the same way on both sides. On CUDA it is `torch.cuda.max_memory_allocated` over the work.
 
 Run by `benchmarks/run.py`; the process entry point is
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -32,6 +34,18 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
     return [tuple(int(value) for value in size.split("x")) for size in text.split(",")]
 
 
+def _peak_rss_mib() -> float:
+    """Peak resident set size of this process since its exec, in MiB."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+        if match:
+            return int(match.group(1)) / 1024
+    # Elsewhere (macOS: bytes, and not inherited the same way) the rusage figure is the best available.
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
+
+
 def _measure(checkpoint: Path, spec_name: str, side: str, work: str, sizes: list[tuple[int, int]]) -> dict:
     """Runs the work twice (the second run sees warm caches, as in steady use) and returns the peaks in MiB."""
     torch.set_num_threads(2)
@@ -40,7 +54,7 @@ def _measure(checkpoint: Path, spec_name: str, side: str, work: str, sizes: list
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     inputs = {key: value.to(device) for key, value in make_batch(sizes).items()}
-    loaded_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded_mib = _peak_rss_mib()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if work == "inference":
@@ -58,7 +72,7 @@ def _measure(checkpoint: Path, spec_name: str, side: str, work: str, sizes: list
             model(**inputs, labels=[dict(target) for target in labels]).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss_mib = _peak_rss_mib()
     cuda_peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     return {"peak_rss_mib": peak_rss_mib, "rss_after_loading_mib": loaded_mib, "cuda_peak_mib": cuda_peak}
 
@@ -90,7 +104,10 @@ def memory_rows(checkpoint: Path, spec_name: str, work_sizes: dict[str, list[tup
         loaded = {side: results[side]["rss_after_loading_mib"] for side in SIDES}
         size_text = ", ".join(f"{height}x{width}" for height, width in sizes)
         case = f"peak {'CUDA allocated' if key == 'cuda_peak_mib' else 'RSS'}, {work}, {size_text}"
-        note = f"RSS after loading: ours {loaded['ours']:.0f}, transformers {loaded['transformers']:.0f} MiB"
+        note = (
+            f"RSS after loading: ours {loaded['ours']:.0f}, transformers {loaded['transformers']:.0f} MiB; "
+            f"growth over it: ours {ours - loaded['ours']:.0f}, transformers {theirs - loaded['transformers']:.0f} MiB"
+        )
         rows.append(Row("7", case, "MiB", ours, ours, theirs, theirs, *[theirs / ours] * 3, target=1.0, note=note))
     return rows
 

@@ -73,11 +73,12 @@ class ModelSpec:
 MODEL_SPECS = {
     # DETR-R50 as published (COCO classes); layer2-4 trained, as the original recipe.
     "r50": ModelSpec("DETR-R50", "resnet50", 91, {}, trainable_stages=3),
-    # The package's small default configuration ("detr-tiny" preset: the demo's from-scratch CPU model), with
-    # frozen BatchNorm because transformers has no trainable one; everything trained, as that preset.
+    # The package's small default configuration ("detr-tiny" preset: the demo's from-scratch CPU model) as far as
+    # transformers can express it: its RegNetX-200MF backbone and transformer sizes, everything trained, but frozen
+    # BatchNorm (transformers has no trainable one) and no query anchor boxes (a detr-custom option).
     "small": ModelSpec(
         "detr-tiny",
-        "resnet18",
+        "regnetx_002",
         3,
         {
             "d_model": 128,

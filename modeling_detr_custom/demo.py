@@ -14,6 +14,7 @@ The training settings are the ones measured to learn fastest on two CPU cores (s
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -37,22 +38,23 @@ class DemoArguments:
     """Settings of `make demo` (`python scripts/demo.py --help`). The defaults are the measured demo."""
 
     output_dir: str = field(default="outputs", metadata={"help": "Where data, checkpoint and demo.png go."})
-    num_train: int = field(default=2000, metadata={"help": "Synthetic training images."})
+    num_train: int = field(default=4000, metadata={"help": "Synthetic training images."})
     num_val: int = field(default=200, metadata={"help": "Synthetic validation images (held out)."})
     image_size: int = field(default=128, metadata={"help": "Side of the square synthetic images in pixels."})
     max_objects: int = field(default=4, metadata={"help": "Most shapes per synthetic image."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data set."})
     model: str = field(default="detr-tiny", metadata={"help": "Preset (or config file) to train from scratch."})
-    max_steps: int = field(default=2000, metadata={"help": "Optimizer steps."})
+    max_steps: int = field(default=3000, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=8, metadata={"help": "Images per step (split over the processes)."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the transformer."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the transformer."})
     lr_backbone: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the backbone."})
-    warmup_steps: int = field(default=0, metadata={"help": "Linear learning-rate warmup steps."})
-    lr_drop_step: int = field(default=0, metadata={"help": "Step at which the learning rates drop x0.1 (0: never)."})
+    lr_drop_fraction: float = field(
+        default=0.8333, metadata={"help": "Fraction of --max_steps after which the learning rates drop x0.1."}
+    )
     max_grad_norm: float = field(default=0.1, metadata={"help": "Gradient clipping max norm."})
     augment: bool = field(default=False, metadata={"help": "Use DETR's flip/resize/crop training augmentation."})
-    num_processes: int = field(default=1, metadata={"help": "Training processes (`accelerate launch`)."})
-    threads_per_process: int = field(default=2, metadata={"help": "CPU threads per training process."})
+    num_processes: int = field(default=2, metadata={"help": "Training processes (`accelerate launch`)."})
+    threads_per_process: int = field(default=1, metadata={"help": "CPU threads per training process."})
     num_images: int = field(default=8, metadata={"help": "Validation images drawn into demo.png."})
     threshold: float = field(default=0.5, metadata={"help": "Score threshold of the drawn detections."})
     seed: int = field(default=42, metadata={"help": "Training seed."})
@@ -65,6 +67,8 @@ class DemoArguments:
             raise ValueError(
                 f"--batch_size {self.batch_size} must be a multiple of --num_processes {self.num_processes}."
             )
+        if not 0.0 < self.lr_drop_fraction <= 1.0:
+            raise ValueError(f"--lr_drop_fraction must be in (0, 1], got {self.lr_drop_fraction}.")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"--threshold must be in [0, 1], got {self.threshold}.")
 
@@ -115,12 +119,13 @@ def run_demo(args: DemoArguments, log: Callable[[str], None] = print) -> DemoRes
 def train_command(args: DemoArguments, data_dir: Path, train_dir: Path) -> list[str]:
     """The `accelerate launch` command line of the demo's training run."""
     launcher = Path(sys.executable).with_name("accelerate")
-    launch = [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "accelerate.commands.launch"]
+    launch = [str(launcher), "launch"] if launcher.is_file() else [sys.executable, "-m", "accelerate.commands.launch"]
     per_device_batch = args.batch_size // args.num_processes
+    # `--cpu` starts one process only; several processes form a gloo group on the CPU when no GPU is visible
+    # (the demo hides GPUs, see `_train`).
     return [
         *launch,
-        "launch",
-        "--cpu",
+        "--cpu" if args.num_processes == 1 else "--multi_gpu",
         f"--num_processes={args.num_processes}",
         f"--num_cpu_threads_per_process={args.threads_per_process}",
         "--num_machines=1",
@@ -135,8 +140,7 @@ def train_command(args: DemoArguments, data_dir: Path, train_dir: Path) -> list[
         "--per_device_eval_batch_size=25",
         f"--learning_rate={args.learning_rate}",
         f"--lr_backbone={args.lr_backbone}",
-        f"--warmup_steps={args.warmup_steps}",
-        f"--lr_drop_steps={args.lr_drop_step}",
+        f"--lr_drop_steps={max(round(args.lr_drop_fraction * args.max_steps), 1)}",
         f"--max_grad_norm={args.max_grad_norm}",
         f"--seed={args.seed}",
         # Evaluate and save once, at the end: a per-epoch evaluation would cost minutes of the demo.
@@ -180,7 +184,8 @@ def _train(args: DemoArguments, data_dir: Path, train_dir: Path, log: Callable[[
         shutil.rmtree(train_dir)
     command = train_command(args, data_dir, train_dir)
     log(" ".join(command))
-    completed = subprocess.run(command, check=False)
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the demo measures CPU training
+    completed = subprocess.run(command, check=False, env=environment)
     if completed.returncode != 0:
         raise RuntimeError(f"Training failed with exit code {completed.returncode}: {' '.join(command)}")
 

@@ -48,6 +48,15 @@ def test_lr_drops_tenfold_at_the_drop_step(tiny_model_file: Path) -> None:
     assert lrs[2] == pytest.approx([1e-4, 1e-5]) and lrs[3] == pytest.approx([1e-5, 1e-6])
 
 
+def test_lr_drop_steps_overrides_the_epoch_drop() -> None:
+    by_epoch = DetrTrainingArguments(data="d", output_dir="o", lr_drop=2, max_steps=100)
+    assert by_epoch.lr_drop_step(steps_per_epoch=30) == 60
+    by_step = DetrTrainingArguments(data="d", output_dir="o", lr_drop=2, lr_drop_steps=75, max_steps=100)
+    assert by_step.lr_drop_step(steps_per_epoch=30) == 75
+    with pytest.raises(ValueError, match="--lr_drop_steps"):
+        DetrTrainingArguments(data="d", output_dir="o", lr_drop_steps=-1, max_steps=100)
+
+
 def test_model_config_carries_the_data_set_categories(tiny_model_file: Path) -> None:
     model, base = load_model_for_training(str(tiny_model_file), CategoryMapping([1, 7, 90], ["a", "b", "c"]))
     assert base is None

@@ -47,6 +47,13 @@ class DetrTrainingArguments:
     lr_drop: int = field(
         default=200, metadata={"help": "Epoch after which the learning rates are multiplied by 0.1 (StepLR)."}
     )
+    lr_drop_steps: int = field(
+        default=0,
+        metadata={
+            "help": "If > 0, the optimizer step after which the learning rates are multiplied by 0.1; overrides "
+            "--lr_drop (for runs measured in --max_steps)."
+        },
+    )
     max_grad_norm: float = field(default=0.1, metadata={"help": "Gradient clipping max norm (0 disables)."})
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Number of batches accumulated before each optimizer step."}
@@ -107,3 +114,10 @@ class DetrTrainingArguments:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("Give a positive --num_train_epochs or --max_steps")
+        if self.lr_drop_steps < 0:
+            raise ValueError(f"--lr_drop_steps must be >= 0 (0: use --lr_drop), got {self.lr_drop_steps}")
+
+    def lr_drop_step(self, steps_per_epoch: int) -> int:
+        """The optimizer step from which the learning rates are multiplied by 0.1: `--lr_drop_steps` if set,
+        else `--lr_drop` epochs of `steps_per_epoch` optimizer steps."""
+        return self.lr_drop_steps if self.lr_drop_steps > 0 else self.lr_drop * steps_per_epoch

@@ -126,7 +126,7 @@ def _setup(args: DetrTrainingArguments) -> _Run:
     steps_per_epoch = max(math.ceil(len(train_loader) / args.gradient_accumulation_steps), 1)
     max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     # Not passed to `prepare`: Accelerate would step it once per process; it counts optimizer steps.
-    scheduler = build_lr_scheduler(optimizer, args.lr_drop * steps_per_epoch)
+    scheduler = build_lr_scheduler(optimizer, args.lr_drop_step(steps_per_epoch))
     accelerator.register_for_checkpointing(scheduler)
     if args.report_to != "none":
         accelerator.init_trackers("detr-custom", config=_hparams(args))

@@ -1,0 +1,80 @@
+"""`make demo` (scripts/demo.py): a shortened run learns, and leaves a Hub-style checkpoint and a drawn picture."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from modeling_detr_custom.demo import DemoArguments, run_demo, train_command
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+# The shortened demo: same model, data generator and training settings as `make demo`, fewer images and steps.
+SHORT_DEMO = {
+    "num_train": 600,
+    "num_val": 100,
+    "max_steps": 600,
+    "num_images": 4,
+    "threshold": 0.3,
+}
+# Measured: AP50 0.096 after these 600 steps (docs/demo_measurements.md); untrained models score below 0.01.
+AP50_FLOOR = 0.05
+
+
+def test_shortened_demo_learns_and_writes_checkpoint_and_picture(tmp_path: Path) -> None:
+    messages: list[str] = []
+    result = run_demo(DemoArguments(output_dir=str(tmp_path), **SHORT_DEMO), log=messages.append)
+
+    assert result.metrics["AP50"] >= AP50_FLOOR, result.metrics
+    saved = json.loads((result.checkpoint_dir.parent / "metrics.json").read_text())
+    assert saved["AP50"] == pytest.approx(result.metrics["AP50"])
+
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md"):
+        assert (result.checkpoint_dir / name).is_file(), name
+    config = json.loads((result.checkpoint_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "rectangle", "1": "ellipse", "2": "triangle"}
+
+    picture = Image.open(result.picture)
+    tile = 2 * 128  # the 128-pixel validation images, drawn at twice their size, four in a row
+    assert picture.size == (4 * tile + 3 * 4, tile)
+    assert len(result.detections) == 4
+    for detection in (d for image in result.detections for d in image):
+        assert detection["label"] in {"rectangle", "ellipse", "triangle"}
+        assert detection["score"] >= SHORT_DEMO["threshold"]
+    summary = "\n".join(messages)
+    assert "AP@[.5:.95]" in summary and str(result.picture) in summary
+
+
+def test_train_command_is_an_accelerate_cpu_launch() -> None:
+    args = DemoArguments(batch_size=8, num_processes=1)
+    command = train_command(args, Path("data"), Path("out"))
+    assert "--cpu" in command and "--num_processes=1" in command
+    assert "--per_device_train_batch_size=8" in command and "--model=detr-tiny" in command
+    assert command[command.index(str(REPOSITORY / "scripts" / "train.py")) + 1] == "--data=data"
+
+    two = train_command(DemoArguments(batch_size=8, num_processes=2, threads_per_process=1), Path("d"), Path("o"))
+    assert "--multi_gpu" in two and "--cpu" not in two  # `--cpu` would start a single process
+    assert "--per_device_train_batch_size=4" in two and "--num_cpu_threads_per_process=1" in two
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"batch_size": 6, "num_processes": 4}, "multiple of --num_processes"),
+        ({"max_steps": 0}, "--max_steps"),
+        ({"threshold": 1.5}, "--threshold"),
+    ],
+)
+def test_bad_demo_arguments_raise(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DemoArguments(**overrides)
+
+
+def test_demo_script_help_lists_the_settings() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(REPOSITORY / "scripts" / "demo.py"), "--help"], capture_output=True, text=True, check=True
+    )
+    for option in ("--max_steps", "--num_processes", "--learning_rate", "--output_dir"):
+        assert option in completed.stdout
