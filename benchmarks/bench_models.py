@@ -73,12 +73,13 @@ class ModelSpec:
 MODEL_SPECS = {
     # DETR-R50 as published (COCO classes); layer2-4 trained, as the original recipe.
     "r50": ModelSpec("DETR-R50", "resnet50", 91, {}, trainable_stages=3),
-    # The package's small default configuration ("detr-tiny" preset: the demo's from-scratch CPU model) as far as
-    # transformers can express it: its RegNetX-200MF backbone and transformer sizes, everything trained, but frozen
-    # BatchNorm (transformers has no trainable one) and no query anchor boxes (a detr-custom option).
+    # The package's small default configuration (the "detr-tiny" preset's transformer: width 128, 2+2 layers, 20
+    # queries) on ResNet-18 with frozen BatchNorm, everything trained. Not the preset's RegNetX-200MF: transformers
+    # replaces timm's BatchNormAct2d (RegNet, MobileNet, EfficientNet) by a frozen BatchNorm *without* its
+    # activation, so its outputs cannot match a correct model; nor query anchor boxes (a detr-custom option).
     "small": ModelSpec(
         "detr-tiny",
-        "regnetx_002",
+        "resnet18",
         3,
         {
             "d_model": 128,
@@ -290,8 +291,12 @@ def cuda_inference_rows(
 
 
 def _training_step(model: nn.Module, inputs: dict[str, Tensor], labels: list[dict[str, Tensor]]) -> Callable:
-    """One step: forward with labels (loss with matching), backward, AdamW step, gradients cleared."""
-    optimizer = torch.optim.AdamW([param for param in model.parameters() if param.requires_grad], lr=1e-4)
+    """One step: forward with labels (loss with matching), backward, AdamW step, gradients cleared.
+
+    Both sides use torch's fused AdamW: the transformers Trainer's default (`adamw_torch_fused`) and our training
+    scripts' (`build_optimizer`), so the comparison is of the models, not of the optimizer loop.
+    """
+    optimizer = torch.optim.AdamW([param for param in model.parameters() if param.requires_grad], lr=1e-4, fused=True)
 
     def step() -> dict[str, float]:
         outputs = model(**inputs, labels=[dict(target) for target in labels])

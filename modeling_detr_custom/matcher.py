@@ -92,6 +92,8 @@ class HungarianMatcher(nn.Module):
         )
 
     @torch.no_grad()
+    # The assignment runs in scipy on the host: torch.compile calls it as it is instead of tracing into it.
+    @torch.compiler.disable
     def forward(
         self,
         logits: Tensor,

@@ -1,5 +1,6 @@
 """Building blocks of the training scripts: parameter groups, schedule, checkpoint discovery, loss logging."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -46,6 +47,25 @@ def test_lr_drops_tenfold_at_the_drop_step(tiny_model_file: Path) -> None:
         optimizer.step()
         scheduler.step()
     assert lrs[2] == pytest.approx([1e-4, 1e-5]) and lrs[3] == pytest.approx([1e-5, 1e-6])
+
+
+def test_fused_adamw_is_the_default_and_updates_like_the_reference_loop(tiny_model_file: Path) -> None:
+    model, _ = load_model_for_training(str(tiny_model_file), CategoryMapping([1, 2, 3]))
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    optimizer = build_optimizer(model, 1e-3, 1e-4, 1e-4)
+    assert optimizer.defaults["fused"] is True  # CPU here; fused wherever torch has the kernel
+    loop = build_optimizer(reference, 1e-3, 1e-4, 1e-4, fused=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for param, twin in zip(model.parameters(), reference.parameters(), strict=True):
+            if param.requires_grad:
+                param.grad = torch.randn(param.shape, generator=generator)
+                twin.grad = param.grad.clone()
+        optimizer.step(), loop.step()
+    for (name, param), twin in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(param, twin, atol=1e-6, rtol=1e-5, msg=name)
+    moved = [not torch.equal(p, q) for p, q in zip(model.parameters(), initial.parameters(), strict=True)]
+    assert sum(moved) == sum(p.requires_grad for p in model.parameters())  # every trainable parameter was updated
 
 
 def test_lr_drop_steps_overrides_the_epoch_drop() -> None:
