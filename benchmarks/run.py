@@ -178,7 +178,7 @@ def run(settings: Settings) -> list[Row]:
         if set(settings.items) & {"1", "2", "3", "4", "8"}:
             rows += _model_rows(settings, checkpoints)
         if "5" in settings.items:
-            rows += _image_processor_rows(settings.repeats)
+            rows += _image_processor_rows(max(settings.repeats, 15))  # cheap; 5 repeats of ms calls are noisy
         if "6" in settings.items:
             rows += loss_rows(max(settings.repeats, 5))
         if "7" in settings.items:
