@@ -36,7 +36,7 @@ test: lint
 # `make bench BENCH_ARGS=--quick` for a short development run.
 .PHONY: bench
 bench: install
-	$(PY) benchmarks/run.py $(BENCH_ARGS) --output benchmarks/results.json
+	$(PY) benchmarks/run.py $(BENCH_ARGS) --output benchmarks/results.json --markdown benchmarks/results.md
 
 # Train the small default DETR from scratch on the synthetic shapes (CPU, accelerate launch), evaluate it, and draw
 # pipeline detections on held-out images: outputs/demo/last (checkpoint), outputs/demo.png. `DEMO_ARGS=--help`.

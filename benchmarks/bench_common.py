@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import transformers
 
-__all__ = ["Row", "interleaved_seconds", "machine_description", "print_table", "row_from_seconds"]
+__all__ = ["Row", "interleaved_seconds", "machine_description", "markdown_table", "print_table", "row_from_seconds"]
 
 
 @dataclass
@@ -141,6 +141,25 @@ def print_table(rows: list[Row]) -> None:
         "images per second, its peak memory / our peak memory (min: from the best repeats, med: from the medians, "
         "pair: median of the per-repeat ratios)."
     )
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """The results as a Markdown table (ratios first: they are the comparison; times only for scale)."""
+    lines = [
+        "| item | case | x (min) | x (median) | x (paired) | target | met | ours (median) | reference (median) | "
+        "reference | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        target = "" if row.target is None else f">= {row.target:g}"
+        passed = {None: "", True: "yes", False: "**no**"}[row.passed]
+        note = row.note.replace("|", "\\|")  # a literal bar inside a cell
+        lines.append(
+            f"| {row.item} | {row.case} | {row.x_min:.2f} | {row.x_median:.2f} | {row.x_paired:.2f} | {target} | "
+            f"{passed} | {row.ours_median:.4g} {row.unit} | {row.theirs_median:.4g} {row.unit} | {row.reference} | "
+            f"{note} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _cpu_model() -> str:

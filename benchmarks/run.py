@@ -1,6 +1,6 @@
 """Side-by-side speed of detr-custom against transformers' DETR, in one run (`make bench`).
 
-    python benchmarks/run.py [--quick] [--repeats N] [--output benchmarks/results.json] [--items 1,2,...]
+    python benchmarks/run.py [--quick] [--repeats N] [--output results.json] [--markdown table.md] [--items 1,2,...]
 
 The same random weights go into transformers' `DetrForObjectDetection` (default SDPA attention) and into ours;
 outputs are checked to agree within 1e-4 in fp32 before anything is timed (the run aborts otherwise), and calls to
@@ -32,7 +32,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights only: nothing is 
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from bench_common import Row, interleaved_seconds, machine_description, print_table, row_from_seconds  # noqa: E402
+from bench_common import (  # noqa: E402
+    Row,
+    interleaved_seconds,
+    machine_description,
+    markdown_table,
+    print_table,
+    row_from_seconds,
+)
 from bench_image_processor import make_inputs  # noqa: E402
 from bench_loss import loss_rows  # noqa: E402
 from bench_memory import memory_rows  # noqa: E402
@@ -72,6 +79,7 @@ class Settings:
     output: Path
     items: tuple[str, ...]
     compile: bool
+    markdown: Path | None = None
 
     def sizes(self, sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """Image sizes of a full run, shrunk in quick mode."""
@@ -192,6 +200,7 @@ def _parse_arguments() -> Settings:
     parser.add_argument("--quick", action="store_true", help=f"images at {QUICK_SCALE:.0%} size, 2 repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 5, quick 2)")
     parser.add_argument("--output", type=Path, default=None, help="write the rows and the machine as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
     parser.add_argument("--items", default=",".join(ALL_ITEMS), help="comma-separated items to run (default all)")
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="item 8 (default: on unless --quick)"
@@ -205,7 +214,7 @@ def _parse_arguments() -> Settings:
     if repeats < 1:
         parser.error(f"--repeats must be >= 1, got {repeats}.")
     compile_models = not arguments.quick if arguments.compile is None else arguments.compile
-    return Settings(arguments.quick, repeats, arguments.output, items, compile_models)
+    return Settings(arguments.quick, repeats, arguments.output, items, compile_models, arguments.markdown)
 
 
 def main() -> int:
@@ -220,6 +229,9 @@ def main() -> int:
         print(f"ABORTED: parity check failed, nothing is timed against different outputs.\n{error}", file=sys.stderr)
         return 1
     print_table(rows)
+    if settings.markdown is not None:
+        settings.markdown.write_text(markdown_table(rows))
+        print(f"\nMarkdown table written to {settings.markdown}")
     if settings.output is not None:
         machine["load_average_after"] = os.getloadavg()
         results = {"machine": machine, "quick": settings.quick, "repeats": settings.repeats}

@@ -10,7 +10,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-from bench_common import interleaved_seconds, row_from_seconds  # noqa: E402
+from bench_common import interleaved_seconds, markdown_table, row_from_seconds  # noqa: E402
 from bench_models import ParityError, _check_losses  # noqa: E402
 
 
@@ -30,6 +30,18 @@ def test_ratios_say_how_many_times_faster_ours_is() -> None:
     assert row.passed
     slower = row_from_seconds("1", "case", ours=[2.0], theirs=[2.5], unit="s/image", per=2, target=1.5)
     assert slower.ours_min == pytest.approx(1.0) and not slower.passed
+
+
+def test_markdown_table_has_one_line_per_row_and_flags_missed_targets() -> None:
+    rows = [
+        row_from_seconds("1", "fast case", ours=[1.0], theirs=[2.0], unit="s/image", target=1.5),
+        row_from_seconds("4", "slow case", ours=[1.0], theirs=[1.1], unit="s/step", target=1.2, note="a | b"),
+    ]
+    lines = markdown_table(rows).splitlines()
+    assert len(lines) == 4
+    assert all(line.replace("\\|", "").count("|") == lines[0].count("|") for line in lines)
+    assert "| fast case | 2.00 |" in lines[2] and "| yes |" in lines[2]
+    assert "| slow case | 1.10 |" in lines[3] and "| **no** |" in lines[3] and "a \\| b" in lines[3]  # one cell
 
 
 def test_different_losses_abort_the_timing() -> None:
