@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections import defaultdict
 
 import torch
 
-__all__ = ["LossMeter", "summarize_loss_dict"]
+__all__ = ["LossMeter", "progress_interval", "summarize_loss_dict"]
 
 _AUX_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 
@@ -44,3 +45,9 @@ class LossMeter:
     def reset(self) -> None:
         self.totals.clear()
         self.count = 0
+
+
+def progress_interval() -> float:
+    """Seconds between progress-bar refreshes: tqdm's 0.1 on a terminal, 10 when stderr is a file or a pipe (CI
+    logs, `make demo > log`), where every refresh is a new line of the log."""
+    return 0.1 if sys.stderr.isatty() else 10.0

@@ -20,7 +20,7 @@ from .arguments import DetrTrainingArguments
 from .checkpointing import TrainingProgress, find_latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import make_accelerator
 from .evaluation_loop import evaluate_model
-from .logging_utils import LossMeter
+from .logging_utils import LossMeter, progress_interval
 from .models import load_model_for_training
 from .optim import build_lr_scheduler, build_optimizer
 
@@ -70,7 +70,13 @@ def train(args: DetrTrainingArguments) -> TrainResult:
     if progress.step == 0:  # a resumed run continues with the random states its checkpoint restored
         set_seed(args.seed + accelerator.process_index)  # the original: seed + rank
     output_dir = Path(args.output_dir)
-    bar = tqdm(total=run.max_steps, initial=progress.step, desc="train", disable=not accelerator.is_main_process)
+    bar = tqdm(
+        total=run.max_steps,
+        initial=progress.step,
+        desc="train",
+        disable=not accelerator.is_main_process,
+        mininterval=progress_interval(),
+    )
     meter = LossMeter()
     while progress.step < run.max_steps:
         if _train_epoch(run, args, progress, bar, meter):
@@ -197,7 +203,7 @@ def _after_step(
     if progress.step % args.logging_steps == 0 or progress.step == run.max_steps:
         means = {k: v.item() for k, v in run.accelerator.reduce(meter.means(), reduction="mean").items()}
         run.accelerator.log({**{f"train/{k}": v for k, v in means.items()}, "train/lr": lr}, step=progress.step)
-        bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.1e}")
+        bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.1e}", refresh=False)
         meter.reset()
     bar.update(1)
     if progress.step < run.max_steps:
