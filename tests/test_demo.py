@@ -19,7 +19,8 @@ SHORT_DEMO = {
     "num_images": 4,
     "threshold": 0.3,
 }
-# Measured: AP50 0.115 (0.096 with unfused AdamW) after these 600 steps (docs/demo_measurements.md); plain DETR: 0.002 after 300 steps.
+# Measured: AP50 0.115 (0.096 with unfused AdamW) after these 600 steps (docs/demo_measurements.md);
+# plain DETR: 0.002 after 300 steps.
 AP50_FLOOR = 0.05
 
 
