@@ -212,7 +212,10 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
     """
 
     # A detection checkpoint loads into the bare model: its heads are expected to be left out.
-    _keys_to_ignore_on_load_unexpected = [r"num_batches_tracked$", r"^(class_labels_classifier|bbox_predictor)\."]
+    _keys_to_ignore_on_load_unexpected = [
+        r"num_batches_tracked$",
+        r"^(class_labels_classifier|bbox_predictor|query_anchor_boxes)\.",
+    ]
 
     def __init__(self, config: DetrCustomConfig) -> None:
         super().__init__(config)

@@ -52,10 +52,15 @@ model.save_pretrained(resave_folder)
 """
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> tuple[Path, DetrCustomForObjectDetection]:
+# The default architecture, and the options of the `make demo` preset (whose checkpoint users load the same way).
+@pytest.fixture(
+    scope="module",
+    params=[{}, {"query_anchor_boxes": True, "freeze_backbone_batch_norm": False}],
+    ids=["default", "demo-options"],
+)
+def saved(request, tmp_path_factory) -> tuple[Path, DetrCustomForObjectDetection]:
     torch.manual_seed(0)
-    model = DetrCustomForObjectDetection(make_tiny_config()).eval()
+    model = DetrCustomForObjectDetection(make_tiny_config(**request.param)).eval()
     folder = tmp_path_factory.mktemp("exported")
     model.save_pretrained(folder)
     return folder, model
