@@ -132,6 +132,15 @@ def _training_rows(settings: Settings, r50_pair: tuple, checkpoints: dict[str, P
     return training_rows(cases, settings.repeats)
 
 
+def _small_inference_rows(settings: Settings, checkpoints: dict[str, Path]) -> list[Row]:
+    """Item 1 for the small configuration at the demo's image size (no target: reported for its users)."""
+    small = MODEL_SPECS["small"]
+    ours, theirs = load_pair(small, checkpoints["small"])
+    case = f"{small.name} inference fp32, batch 2, {_size_text(SMALL_TRAINING_SIZES)}"
+    inputs = make_batch(SMALL_TRAINING_SIZES, seed=3)
+    return fp32_inference_rows(ours, theirs, [("1", case, inputs)], max(settings.repeats, 15), target=None)
+
+
 def _small_compile_rows(settings: Settings, checkpoints: dict[str, Path]) -> list[Row]:
     """Item 8 for the small configuration: compiled inference and a compiled training step."""
     small = MODEL_SPECS["small"]
@@ -145,6 +154,8 @@ def _model_rows(settings: Settings, checkpoints: dict[str, Path]) -> list[Row]:
     """Items 1-4 and 8 (the models), with 2 threads."""
     ours, theirs = load_pair(MODEL_SPECS["r50"], checkpoints["r50"])
     rows = _inference_rows(settings, ours, theirs)
+    if "1" in settings.items:
+        rows += _small_inference_rows(settings, checkpoints)
     if "4" in settings.items:
         rows += _training_rows(settings, (ours, theirs), checkpoints)
     if "8" in settings.items and settings.compile:
