@@ -35,10 +35,10 @@ from bench_models import (  # noqa: E402
 )
 from torch import nn  # noqa: E402
 
-import modeling_detr_custom.backbone as backbone_module  # noqa: E402
-import modeling_detr_custom.modeling_detr_custom as modeling_module  # noqa: E402
-from modeling_detr_custom.backbone import TimmConvEncoder, unfold_frozen_batch_norms  # noqa: E402
-from modeling_detr_custom.transformer import DetrCustomAttention  # noqa: E402
+import modeling_detr_custom.model.backbone as backbone_module  # noqa: E402
+import modeling_detr_custom.model.modeling_detr_custom as modeling_module  # noqa: E402
+from modeling_detr_custom.model.backbone import TimmConvEncoder, unfold_frozen_batch_norms  # noqa: E402
+from modeling_detr_custom.model.transformer import DetrCustomAttention  # noqa: E402
 
 __all__ = ["VARIANTS", "ablation_table"]
 

@@ -13,8 +13,8 @@ from torch import Tensor
 from transformers import DetrConfig
 from transformers.loss.loss_for_object_detection import ForObjectDetectionLoss
 
-from modeling_detr_custom.criterion import SetCriterion
-from modeling_detr_custom.matcher import HungarianMatcher
+from modeling_detr_custom.model.criterion import SetCriterion
+from modeling_detr_custom.model.matcher import HungarianMatcher
 
 __all__ = ["loss_rows"]
 

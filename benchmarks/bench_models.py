@@ -25,6 +25,8 @@ from bench_common import Row, interleaved_seconds, row_from_seconds
 from torch import Tensor, nn
 
 from modeling_detr_custom import DetrCustomForObjectDetection
+from modeling_detr_custom.testing_utils import make_labels, randomize_weights_, transformer_fields
+from modeling_detr_custom.training.models import MODEL_PRESETS
 
 __all__ = [
     "MODEL_SPECS",
@@ -81,33 +83,10 @@ MODEL_SPECS = {
         "detr-tiny",
         "resnet18",
         3,
-        {
-            "d_model": 128,
-            "encoder_layers": 2,
-            "decoder_layers": 2,
-            "encoder_attention_heads": 4,
-            "decoder_attention_heads": 4,
-            "encoder_ffn_dim": 512,
-            "decoder_ffn_dim": 512,
-            "num_queries": 20,
-        },
+        transformer_fields(MODEL_PRESETS["detr-tiny"]),
         trainable_stages=5,
     ),
 }
-
-
-def _randomize_(model: nn.Module, seed: int) -> None:
-    """Matrices ~ N(0, 1 / fan_in), biases ~ N(0, 0.1), norm scales and BatchNorm variances ~ U(0.5, 1.5), BatchNorm
-    means ~ N(0, 0.1): every layer changes the output, and activations stay in a sane range."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if name.endswith("running_var") or (tensor.ndim == 1 and name.endswith("weight")):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
-            elif tensor.ndim == 1:
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-            elif tensor.is_floating_point():
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / tensor[0].numel() ** 0.5)
 
 
 def build_checkpoint(spec: ModelSpec, folder: Path, seed: int = 0) -> Path:
@@ -127,7 +106,7 @@ def build_checkpoint(spec: ModelSpec, folder: Path, seed: int = 0) -> Path:
         **spec.transformer,
     )
     model = transformers.DetrForObjectDetection(config)
-    _randomize_(model, seed + 1)
+    randomize_weights_(model, seed + 1)
     model.save_pretrained(folder)
     return folder
 
@@ -183,25 +162,9 @@ def make_batch(sizes: list[tuple[int, int]], seed: int = 0) -> dict[str, Tensor]
     return {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
 
 
-def make_labels(num_boxes: list[int], num_labels: int, seed: int = 0) -> list[dict[str, Tensor]]:
-    """Random labels: `num_boxes[i]` normalised (cx, cy, w, h) boxes inside image `i`."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = []
-    for count in num_boxes:
-        size = 0.05 + 0.4 * torch.rand(count, 2, generator=generator)
-        center = size / 2 + (1 - size) * torch.rand(count, 2, generator=generator)
-        labels.append(
-            {
-                "class_labels": torch.randint(0, num_labels, (count,), generator=generator),
-                "boxes": torch.cat([center, size], dim=1),
-            }
-        )
-    return labels
-
-
 def training_labels(batch_size: int, num_labels: int) -> list[dict[str, Tensor]]:
     """The labels of the training-step benchmark: 7, 3, 12, 0, 7, ... boxes per image."""
-    return make_labels([(7, 3, 12, 0)[index % 4] for index in range(batch_size)], num_labels, seed=1)
+    return make_labels([(7, 3, 12, 0)[index % 4] for index in range(batch_size)], num_labels, seed=1, min_size=0.05)
 
 
 def _max_output_difference(ours: nn.Module, theirs: nn.Module, inputs: dict[str, Tensor]) -> float:

@@ -1,15 +1,20 @@
 """detr-custom: DETR (DEtection TRansformer) packaged for the Hugging Face ecosystem.
 
-Importing the package registers the config and models with transformers' Auto classes, and marks them for
-`register_for_auto_class`, so `save_pretrained` writes `auto_map` and copies the modeling source files: the saved
-folder then loads with `AutoModelForObjectDetection.from_pretrained(folder, trust_remote_code=True)` where this
-package is not installed.
+The parts, top to bottom: `apps` (predict, evaluate, convert, demo, the `detr-custom` command) use `training`
+(the loops, checkpoints and Hub folders) and `evaluation`, which use `data`, the top-level `image_processing`
+package and `model` (the files copied next to Hub checkpoints). See docs/ARCHITECTURE.md.
+
+Importing the package registers the config, the models and the image processor with transformers' Auto classes,
+and marks them for `register_for_auto_class`, so `save_pretrained` writes `auto_map` and copies the source files:
+the saved folder then loads with `AutoModelForObjectDetection.from_pretrained(folder, trust_remote_code=True)`
+where this package is not installed. Nothing else happens at import.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForObjectDetection
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForObjectDetection
 
-from .configuration_detr_custom import DetrCustomConfig
-from .modeling_detr_custom import (
+from image_processing import DetrCustomImageProcessor
+from modeling_detr_custom.model import (
+    DetrCustomConfig,
     DetrCustomForObjectDetection,
     DetrCustomModel,
     DetrCustomModelOutput,
@@ -20,28 +25,33 @@ from .modeling_detr_custom import (
 __all__ = [
     "DetrCustomConfig",
     "DetrCustomForObjectDetection",
+    "DetrCustomImageProcessor",
     "DetrCustomModel",
     "DetrCustomModelOutput",
     "DetrCustomObjectDetectionOutput",
     "DetrCustomPreTrainedModel",
 ]
 
-AutoConfig.register(DetrCustomConfig.model_type, DetrCustomConfig, exist_ok=True)
-AutoModel.register(DetrCustomConfig, DetrCustomModel, exist_ok=True)
-AutoModelForObjectDetection.register(DetrCustomConfig, DetrCustomForObjectDetection, exist_ok=True)
-DetrCustomConfig.register_for_auto_class("AutoConfig")
-DetrCustomModel.register_for_auto_class("AutoModel")
-DetrCustomForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
 
-# ---- Image processor (issue 3): DetrCustomImageProcessor, registered for AutoImageProcessor -------------------
-# `register_for_auto_class` makes `save_pretrained` write `auto_map` into preprocessor_config.json and copy
-# image_processing_detr_custom.py (and box_ops.py, its only sibling import) for `trust_remote_code` loading.
-from transformers import AutoImageProcessor  # noqa: E402
+def _register_auto_classes() -> None:
+    AutoConfig.register(DetrCustomConfig.model_type, DetrCustomConfig, exist_ok=True)
+    AutoModel.register(DetrCustomConfig, DetrCustomModel, exist_ok=True)
+    AutoModelForObjectDetection.register(DetrCustomConfig, DetrCustomForObjectDetection, exist_ok=True)
+    AutoImageProcessor.register(
+        DetrCustomConfig, image_processor_classes={"torchvision": DetrCustomImageProcessor}, exist_ok=True
+    )
+    # No video processor: without this entry `pipeline()` derives a remote `...VideoProcessor` class from the
+    # image processor's `auto_map` and, unless `trust_remote_code` was given, prompts on stdin whether to run it.
+    try:
+        from transformers import AutoVideoProcessor
 
-from .image_processing_detr_custom import DetrCustomImageProcessor  # noqa: E402
+        AutoVideoProcessor.register(DetrCustomConfig, video_processor_classes={}, exist_ok=True)
+    except (ImportError, AttributeError, TypeError, ValueError):  # other transformers versions: nothing to fix
+        pass
+    DetrCustomConfig.register_for_auto_class("AutoConfig")
+    DetrCustomModel.register_for_auto_class("AutoModel")
+    DetrCustomForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
+    DetrCustomImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ += ["DetrCustomImageProcessor"]
-AutoImageProcessor.register(
-    DetrCustomConfig, image_processor_classes={"torchvision": DetrCustomImageProcessor}, exist_ok=True
-)
-DetrCustomImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+_register_auto_classes()

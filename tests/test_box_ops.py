@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from modeling_detr_custom.box_ops import (
+from modeling_detr_custom.model.box_ops import (
     box_area,
     box_cxcywh_to_xyxy,
     box_iou,

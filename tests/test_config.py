@@ -6,8 +6,7 @@ import pytest
 import transformers
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
-
-from .conftest import TINY_CONFIG
+from tests.conftest import TINY_CONFIG
 
 
 def test_defaults_are_the_original_detr_r50_recipe() -> None:

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
-from modeling_detr_custom.criterion import SetCriterion, sigmoid_focal_loss
-from modeling_detr_custom.matcher import HungarianMatcher
-from modeling_detr_custom.query_anchors import grid_anchor_boxes
-
-from .conftest import make_labels, make_pixel_inputs, make_tiny_config
+from modeling_detr_custom.model.criterion import SetCriterion, sigmoid_focal_loss
+from modeling_detr_custom.model.matcher import HungarianMatcher
+from modeling_detr_custom.model.query_anchors import grid_anchor_boxes
+from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config
 
 NUM_GROUPS = 3
 # Without dropout a model with frozen BatchNorm computes the same function in train and eval mode.

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
-from modeling_detr_custom.convert_original import (
+from modeling_detr_custom.apps.convert_original import (
     COCO_2017_ID2LABEL,
     convert_original_checkpoint,
     convert_original_state_dict,
@@ -242,11 +242,7 @@ def assert_same_predictions(model: nn.Module, original: OriginalDetr) -> None:
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("convert_original_checkpoint_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("modeling_detr_custom.apps.cli.convert_original_checkpoint")
 
 
 # --- the rename table ---

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from modeling_detr_custom.criterion import SetCriterion
-from modeling_detr_custom.matcher import HungarianMatcher
+from modeling_detr_custom.model.criterion import SetCriterion
+from modeling_detr_custom.model.matcher import HungarianMatcher
 
 NUM_LABELS = 5
 NUM_QUERIES = 8

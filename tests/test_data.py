@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_detr_custom.configuration_detr_custom import DetrCustomConfig
 from modeling_detr_custom.data import (
     CategoryMapping,
     DetectionCollator,
@@ -23,7 +22,8 @@ from modeling_detr_custom.data import (
     write_synthetic_dataset,
 )
 from modeling_detr_custom.data.synthetic import SyntheticSpec
-from modeling_detr_custom.evaluation import CocoEvaluator
+from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator
+from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfig
 
 SPARSE_CATEGORIES = [{"id": 1, "name": "person"}, {"id": 7, "name": "train"}, {"id": 90, "name": "toothbrush"}]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from modeling_detr_custom.demo import DemoArguments, run_demo, train_command
+from modeling_detr_custom.apps.demo import DemoArguments, run_demo, train_command
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 # The shortened demo: same model, data generator and training settings as `make demo`, fewer images and steps.
@@ -53,7 +53,12 @@ def test_train_command_is_an_accelerate_cpu_launch() -> None:
     command = train_command(args, Path("data"), Path("out"))
     assert "--cpu" in command and "--num_processes=1" in command
     assert "--per_device_train_batch_size=8" in command and "--model=detr-tiny" in command
-    assert command[command.index(str(REPOSITORY / "scripts" / "train.py")) + 1] == "--data=data"
+    # the package's own training module, not a script found through the checkout
+    assert command[command.index("--module") + 1 : command.index("--module") + 3] == [
+        "modeling_detr_custom.apps.cli.train",
+        "--data=data",
+    ]
+    assert not any("scripts" in part for part in command)
 
     two = train_command(DemoArguments(batch_size=8, num_processes=2, threads_per_process=1), Path("d"), Path("o"))
     assert "--multi_gpu" in two and "--cpu" not in two  # `--cpu` would start a single process

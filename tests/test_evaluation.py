@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from modeling_detr_custom.data import CategoryMapping, build_coco_gt, default_processor
-from modeling_detr_custom.evaluation import METRIC_NAMES, CocoEvaluator, format_metrics_table, predictions_from_outputs
+from modeling_detr_custom.evaluation.coco_evaluator import (
+    METRIC_NAMES,
+    CocoEvaluator,
+    format_metrics_table,
+    predictions_from_outputs,
+)
 
 MAPPING = CategoryMapping([3, 10], ["circle", "square"])
 

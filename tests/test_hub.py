@@ -16,9 +16,8 @@ import yaml
 from PIL import Image
 
 from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomImageProcessor
-from modeling_detr_custom.hub import HubUploadError, push_folder_to_hub, render_model_card, save_hub_checkpoint
-
-from .conftest import make_tiny_config
+from modeling_detr_custom.training.hub import HubUploadError, push_folder_to_hub, render_model_card, save_hub_checkpoint
+from tests.conftest import make_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 ID2LABEL = {0: "rectangle", 1: "ellipse", 2: "triangle"}

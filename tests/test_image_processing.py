@@ -18,8 +18,8 @@ from transformers.image_transforms import get_size_with_aspect_ratio as hf_get_s
 from transformers.image_utils import get_image_size_for_max_height_width
 from transformers.models.detr.modeling_detr import DetrObjectDetectionOutput
 
+from image_processing.sizes import get_output_image_size, get_size_with_aspect_ratio
 from modeling_detr_custom import DetrCustomImageProcessor
-from modeling_detr_custom.image_processing_detr_custom import get_output_image_size, get_size_with_aspect_ratio
 
 SMALL_SIZE = {"shortest_edge": 96, "longest_edge": 160}
 # Non-square, mixed sizes, so that the batch is padded in both directions.
@@ -478,7 +478,8 @@ def test_save_load_round_trip_and_auto_image_processor(tmp_path: Path) -> None:
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert saved["auto_map"]["AutoImageProcessor"] == "image_processing_detr_custom.DetrCustomImageProcessor"
-    assert (tmp_path / "image_processing_detr_custom.py").exists() and (tmp_path / "box_ops.py").exists()
+    copied = {"image_processing_detr_custom.py", "sizes.py", "image_inputs.py", "annotations.py", "post_processing.py"}
+    assert copied <= {path.name for path in tmp_path.iterdir()}  # the processor and its sibling modules, flat
     for loaded in (DetrCustomImageProcessor.from_pretrained(tmp_path), AutoImageProcessor.from_pretrained(tmp_path)):
         assert type(loaded) is DetrCustomImageProcessor
         assert loaded.to_dict() == processor.to_dict()

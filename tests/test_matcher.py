@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from modeling_detr_custom.matcher import HungarianMatcher
+from modeling_detr_custom.model.matcher import HungarianMatcher
 
 NUM_LABELS = 4
 
@@ -140,7 +140,7 @@ def test_nan_logits_raise_naming_image_and_queries() -> None:
 def test_nan_target_box_is_named() -> None:
     logits, pred_boxes, targets = _make_batch([2, 3], num_queries=6, seed=5)
     targets[0]["boxes"][1, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"image 0 .*Target boxes \[1\]"):
+    with pytest.raises(ValueError, match=r"targets\[0\]\['boxes'\] must be finite"):
         HungarianMatcher()(logits, pred_boxes, targets)
 
 
@@ -167,11 +167,23 @@ def test_bf16_inputs_under_autocast_match_in_float32() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda targets: targets[1]["class_labels"].fill_(NUM_LABELS), r"targets\[1\]\['class_labels'\] must lie"),
-        (lambda targets: targets[0]["class_labels"].fill_(-1), r"targets\[0\]\['class_labels'\] must lie"),
-        (lambda targets: targets[0].pop("boxes"), r"targets\[0\] needs keys"),
-        (lambda targets: targets[1].update(boxes=torch.zeros(2, 4)), r"targets\[1\]\['boxes'\] must have shape"),
-        (lambda targets: targets[1].update(class_labels=torch.zeros(3)), "integer"),
+        (
+            lambda targets: targets[1]["class_labels"].fill_(NUM_LABELS),
+            r"targets\[1\]\['class_labels'\] has ids \[4, 4, 4\] outside \[0, 4\)",
+        ),
+        (
+            lambda targets: targets[0]["class_labels"].fill_(-1),
+            r"targets\[0\]\['class_labels'\] has ids \[-1, -1\] outside",
+        ),
+        (lambda targets: targets[0].pop("boxes"), r"targets\[0\] is missing key 'boxes'"),
+        (
+            lambda targets: targets[1].update(boxes=torch.zeros(2, 4)),
+            r"targets\[1\]\['boxes'\] must be a float tensor of shape \(3, 4\)",
+        ),
+        (
+            lambda targets: targets[1].update(class_labels=torch.zeros(3)),
+            r"targets\[1\]\['class_labels'\] must be an int64",
+        ),
         (lambda targets: targets.pop(), "2 images"),
     ],
 )

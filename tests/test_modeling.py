@@ -8,9 +8,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomModel
-from modeling_detr_custom.backbone import FrozenBatchNorm2d
-
-from .conftest import make_labels, make_pixel_inputs, make_tiny_config
+from modeling_detr_custom.model.frozen_batch_norm import FrozenBatchNorm2d
+from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config
 
 
 def build(seed: int = 0, **overrides: object) -> DetrCustomForObjectDetection:

@@ -8,32 +8,16 @@ import pytest
 import torch
 import transformers
 from safetensors import safe_open
-from torch import nn
 
 from modeling_detr_custom import DetrCustomForObjectDetection
-
-from .conftest import TINY_CONFIG, make_labels, make_pixel_inputs
+from modeling_detr_custom.testing_utils import randomize_weights_
+from tests.conftest import TINY_CONFIG, make_labels, make_pixel_inputs
 
 VARIANTS = {
     "sine": {},
     "learned": {"position_embedding_type": "learned"},
     "dilation": {"dilation": True},
 }
-
-
-def randomize_(model: nn.Module, seed: int) -> None:
-    """Replaces transformers' near-degenerate init (N(0, 0.02) matrices) by weights that make every part matter:
-    matrices ~ N(0, 1 / fan_in), biases ~ N(0, 0.1), norm scales ~ U(0.5, 1.5), BatchNorm statistics random."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if name.endswith("running_var") or (tensor.ndim == 1 and name.endswith("weight")):
-                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
-            elif tensor.ndim == 1:
-                tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
-            elif "backbone" not in name or tensor.ndim > 1:
-                fan_in = tensor[0].numel()
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) / fan_in**0.5)
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
@@ -44,7 +28,7 @@ def checkpoint(request, tmp_path_factory) -> tuple[str, transformers.DetrForObje
         use_timm_backbone=True, auxiliary_loss=False, **TINY_CONFIG, **VARIANTS[request.param]
     )
     reference = transformers.DetrForObjectDetection(config)
-    randomize_(reference, seed=1)
+    randomize_weights_(reference, seed=1)
     folder = tmp_path_factory.mktemp(f"transformers_detr_{request.param}")
     reference.save_pretrained(folder)
     return str(folder), reference.eval()

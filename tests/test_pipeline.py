@@ -7,8 +7,6 @@ Each child process runs with the package imported, or with only the files saved 
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +15,7 @@ import torch
 from PIL import Image
 
 from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomImageProcessor
-
-from .conftest import make_tiny_config
+from tests.conftest import make_tiny_config, run_isolated_python
 
 ID2LABEL = {0: "rectangle", 1: "ellipse", 2: "triangle"}
 REPO_ID = "owner/name"
@@ -32,7 +29,8 @@ import sys
 mode, checkpoint, output = sys.argv[1:4]
 paths = sys.argv[4:]
 if mode == "remote":
-    sys.modules["modeling_detr_custom"] = None  # importing the package now raises ImportError
+    for package in ("modeling_detr_custom", "image_processing"):
+        sys.modules[package] = None  # importing the package now raises ImportError
     try:
         import modeling_detr_custom  # noqa: F401
     except ImportError:
@@ -116,21 +114,9 @@ def _images(root: Path) -> list[Path]:
 
 
 def _run_child(mode: str, folder: Path, root: Path, paths: list[Path], tmp_path: Path) -> dict:
-    environment = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "HF_HOME": str(root / "hf_home"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
     output = tmp_path / f"{mode}.json"
-    command = [sys.executable, "-I", "-c", CHILD_SCRIPT, mode, str(folder), str(output), *map(str, paths)]
-    result = subprocess.run(
-        command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    args = [mode, folder, output, *paths]
+    result = run_isolated_python(CHILD_SCRIPT, args, tmp_path, without_the_package=False, hf_home=root / "hf_home")
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(output.read_text())
 
@@ -205,8 +191,8 @@ def test_pipeline_batches_and_thresholds(results, checkpoint, mode) -> None:
 
 def test_remote_code_process_used_the_saved_files_and_the_local_one_the_package(results) -> None:
     assert results["local"]["modules"] == [
-        "modeling_detr_custom.modeling_detr_custom",
-        "modeling_detr_custom.image_processing_detr_custom",
+        "modeling_detr_custom.model.modeling_detr_custom",
+        "image_processing.image_processing_detr_custom",
     ]
     assert all(module.startswith("transformers_modules.") for module in results["remote"]["modules"])
     assert results["local"]["hub_modules"] == results["local"]["modules"]

@@ -13,20 +13,16 @@ import torch
 from PIL import Image
 
 from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomImageProcessor
-from modeling_detr_custom.predict import ObjectDetector, find_images, predict_files
-from modeling_detr_custom.visualize import class_colour, draw_detections
-
-from .conftest import make_tiny_config
+from modeling_detr_custom.apps.predict import ObjectDetector, find_images, predict_files
+from modeling_detr_custom.apps.visualize import class_colour, draw_detections
+from tests.conftest import make_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 ID2LABEL = {0: "rectangle", 1: "ellipse", 2: "triangle"}
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("predict_script", REPO / "scripts" / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("modeling_detr_custom.apps.cli.predict")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +58,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_skips_the_corrupt_file_writes_json_and_draws(checkpoint: Path, images: Path, tmp_path: Path) -> None:
     output, drawn = tmp_path / "detections.json", tmp_path / "drawn"
     command = [sys.executable, str(REPO / "scripts" / "predict.py"), "--model", str(checkpoint), str(images)]
-    command += ["--output", str(output), "--draw", str(drawn), "--threshold", "0", "--top-k", "1"]
+    command += ["--output", str(output), "--draw", str(drawn), "--threshold", "0", "--top_k", "1"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -27,6 +27,6 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "my-detr" / "model.safetensors").is_file()
     assert "'label': " in result.stdout and "'box': {'xmin'" in result.stdout
     # transformers 5 would ask on stdin whether to trust remote code (a video-processor lookup) and log that
-    # the model "is not supported for object-detection"; pipeline_support.py prevents both.
+    # the model "is not supported for object-detection"; the package's Auto registration prevents both.
     assert "Do you wish to run the custom code" not in result.stdout + result.stderr
     assert "is not supported for object-detection" not in result.stderr

@@ -10,17 +10,12 @@ import torch
 from torch import nn
 
 from modeling_detr_custom import DetrCustomForObjectDetection
-from modeling_detr_custom.backbone import (
-    ConvFrozenBatchNorm2d,
-    FoldableReLU,
-    FrozenBatchNorm2d,
-    TimmConvEncoder,
-    unfold_frozen_batch_norms,
-)
-from modeling_detr_custom.position_embedding import DetrCustomSinePositionEmbedding
-from modeling_detr_custom.transformer import DetrCustomAttention
-
-from .conftest import make_labels, make_pixel_inputs, make_tiny_config
+from modeling_detr_custom.model.backbone import TimmConvEncoder
+from modeling_detr_custom.model.frozen_batch_norm import FrozenBatchNorm2d
+from modeling_detr_custom.model.fused_conv_bn import ConvFrozenBatchNorm2d, FoldableReLU, unfold_frozen_batch_norms
+from modeling_detr_custom.model.position_embedding import DetrCustomSinePositionEmbedding
+from modeling_detr_custom.model.transformer import DetrCustomAttention
+from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config
 
 
 def randomize_batch_norms_(module: nn.Module, seed: int = 0) -> None:

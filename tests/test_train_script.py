@@ -13,21 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from modeling_detr_custom.testing_utils import TINY_TRAINING_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic:num_train=12,num_val=6,image_size=64,seed=3"
-TINY_MODEL = {
-    "backbone": "resnet18",
-    "d_model": 32,
-    "encoder_layers": 1,
-    "decoder_layers": 2,
-    "encoder_attention_heads": 2,
-    "decoder_attention_heads": 2,
-    "encoder_ffn_dim": 64,
-    "decoder_ffn_dim": 64,
-    "num_queries": 8,
-    "freeze_backbone_batch_norm": False,
-    "backbone_trainable_layers": 5,
-}
+TINY_MODEL = {**TINY_TRAINING_CONFIG, "freeze_backbone_batch_norm": False, "backbone_trainable_layers": 5}
 
 
 @pytest.fixture(scope="module")

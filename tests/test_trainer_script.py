@@ -16,9 +16,10 @@ from safetensors.torch import load_file
 from transformers import EvalPrediction, HfArgumentParser
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
+from modeling_detr_custom.apps.predict import ObjectDetector
 from modeling_detr_custom.data import CategoryMapping, SyntheticSpec, default_processor, write_synthetic_dataset
 from modeling_detr_custom.data.coco import build_coco_gt
-from modeling_detr_custom.predict import ObjectDetector
+from modeling_detr_custom.testing_utils import TINY_TRAINING_CONFIG
 from modeling_detr_custom.training.optim import backbone_parameter_names
 from modeling_detr_custom.training.trainer import (
     CocoMetrics,
@@ -26,23 +27,11 @@ from modeling_detr_custom.training.trainer import (
     DetrTrainer,
     DetrTrainerArguments,
 )
-
-from .conftest import make_tiny_config
+from tests.conftest import make_tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 # Frozen BatchNorm: a few training steps at a tiny learning rate then barely move the predictions.
-TINY_MODEL = {
-    "backbone": "resnet18",
-    "d_model": 32,
-    "encoder_layers": 1,
-    "decoder_layers": 2,
-    "encoder_attention_heads": 2,
-    "decoder_attention_heads": 2,
-    "encoder_ffn_dim": 64,
-    "decoder_ffn_dim": 64,
-    "num_queries": 8,
-    "num_labels": 3,
-}
+TINY_MODEL = TINY_TRAINING_CONFIG
 SPEC = SyntheticSpec(num_train=8, num_val=5, image_size=64, seed=3)
 
 
@@ -249,9 +238,7 @@ def test_bad_arguments_give_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_help_lists_the_detr_options(capsys: pytest.CaptureFixture) -> None:
-    spec = importlib.util.spec_from_file_location("train_trainer_script", REPO / "scripts" / "train_trainer.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = importlib.import_module("modeling_detr_custom.apps.cli.train_trainer")
     with pytest.raises(SystemExit) as exit_info:
         script.main(["--help"])
     assert exit_info.value.code == 0

@@ -13,8 +13,7 @@ from modeling_detr_custom.training.checkpointing import PROGRESS_FILE, find_late
 from modeling_detr_custom.training.logging_utils import LossMeter, summarize_loss_dict
 from modeling_detr_custom.training.models import load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_optimizer, build_param_groups
-
-from .conftest import TINY_CONFIG
+from tests.conftest import TINY_CONFIG
 
 
 @pytest.fixture(scope="module")

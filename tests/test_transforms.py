@@ -7,9 +7,7 @@ import PIL.Image
 import pytest
 import torch
 
-from modeling_detr_custom import DetrCustomImageProcessor
-from modeling_detr_custom.image_processing_detr_custom import get_size_with_aspect_ratio
-from modeling_detr_custom.transforms import (
+from image_processing.augmentation import (
     DEFAULT_CROP_RANGE,
     DEFAULT_CROP_SCALES,
     DEFAULT_MAX_SIZE,
@@ -24,6 +22,8 @@ from modeling_detr_custom.transforms import (
     make_detr_train_transform,
     resize,
 )
+from image_processing.sizes import get_size_with_aspect_ratio
+from modeling_detr_custom import DetrCustomImageProcessor
 
 SMALL_RECIPE = {"scales": (96, 112, 128), "max_size": 200, "crop_scales": (80, 96), "crop_range": (48, 80)}
 # Non-overlapping rectangles (x, y, w, h) with unique colours on a black 160 x 120 image.

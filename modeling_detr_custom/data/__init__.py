@@ -18,13 +18,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .categories import CategoryMapping
-    from .coco import build_coco_gt
-    from .collate import DetectionCollator
-    from .dataset import DetectionSplit, DetectionTransform, default_processor, load_detection_split
-    from .images import open_image
-    from .records import DataReport
-    from .synthetic import SyntheticSpec, ensure_synthetic_dataset, write_synthetic_dataset
+    from modeling_detr_custom.data.categories import CategoryMapping
+    from modeling_detr_custom.data.coco import build_coco_gt
+    from modeling_detr_custom.data.collate import DetectionCollator
+    from modeling_detr_custom.data.dataset import (
+        DetectionSplit,
+        DetectionTransform,
+        default_processor,
+        load_detection_split,
+    )
+    from modeling_detr_custom.data.images import open_image
+    from modeling_detr_custom.data.records import DataReport
+    from modeling_detr_custom.data.synthetic import SyntheticSpec, ensure_synthetic_dataset, write_synthetic_dataset
 
 _EXPORTS = {
     "CategoryMapping": "categories",

@@ -19,8 +19,8 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
-from .categories import CategoryMapping
-from .records import DataReport, ImageRecord
+from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.data.records import DataReport, ImageRecord
 
 __all__ = ["build_coco_gt", "coco_annotation_file", "is_coco_folder", "read_coco_split"]
 

@@ -20,13 +20,15 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from .categories import CategoryMapping
-from .coco import build_coco_gt, is_coco_folder, read_coco_split
-from .collate import DetectionCollator
-from .hf_datasets import load_hf_split, read_hf_split
-from .images import ImageSource, check_images, open_image
-from .records import DataReport, ImageRecord, validate_records
-from .synthetic import SyntheticSpec, ensure_synthetic_dataset
+from image_processing import DetrCustomImageProcessor
+from image_processing.sizes import DEFAULT_LONGEST_EDGE, DEFAULT_SHORTEST_EDGE
+from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.data.coco import build_coco_gt, is_coco_folder, read_coco_split
+from modeling_detr_custom.data.collate import DetectionCollator
+from modeling_detr_custom.data.hf_datasets import load_hf_split, read_hf_split
+from modeling_detr_custom.data.images import ImageSource, check_images, open_image
+from modeling_detr_custom.data.records import DataReport, ImageRecord, validate_records
+from modeling_detr_custom.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
 
 __all__ = [
     "DetectionSplit",
@@ -38,11 +40,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# transform(image, {"image_id", "annotations": [...]}, generator) -> (image, annotations), see `transforms.py`.
+# transform(image, {"image_id", "annotations": [...]}, generator) -> (image, annotations),
+# see image_processing.augmentation.
 Augmentation = Callable[[Image.Image, dict[str, Any], torch.Generator], tuple[Image.Image, dict[str, Any]]]
 
-_DEFAULT_SHORTEST_EDGE = 800
-_LONGEST_PER_SHORTEST = 1333 / 800  # the original DETR's resize ratio
+_LONGEST_PER_SHORTEST = DEFAULT_LONGEST_EDGE / DEFAULT_SHORTEST_EDGE  # the original DETR's resize ratio
 _RECORD_FEATURES = datasets.Features(
     {
         "image": datasets.Image(decode=False),
@@ -173,10 +175,8 @@ def load_detection_split(
     )
 
 
-def default_processor(shortest_edge: int = _DEFAULT_SHORTEST_EDGE) -> Any:
+def default_processor(shortest_edge: int = DEFAULT_SHORTEST_EDGE) -> Any:
     """A `DetrCustomImageProcessor` resizing to `shortest_edge`, longest edge at most `shortest_edge * 1333/800`."""
-    from ..image_processing_detr_custom import DetrCustomImageProcessor
-
     longest_edge = round(shortest_edge * _LONGEST_PER_SHORTEST)
     return DetrCustomImageProcessor(size={"shortest_edge": shortest_edge, "longest_edge": longest_edge})
 
@@ -195,7 +195,7 @@ def _read_source(
     records, mapping = read_hf_split(hf_split, description, mapping)
     rows = hf_split.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     sources = (row["image"] for batch in rows.iter(batch_size=256) for row in _rows(batch))
-    return records, sources, mapping, _DEFAULT_SHORTEST_EDGE, rows
+    return records, sources, mapping, DEFAULT_SHORTEST_EDGE, rows
 
 
 def _read_coco(
@@ -204,7 +204,7 @@ def _read_coco(
     records, file_mapping, info = read_coco_split(root, split, report)
     # Our synthetic data set says its image size; real data gets DETR's 800.
     default_size = (
-        int(info.get("image_size", _DEFAULT_SHORTEST_EDGE)) if "generator_version" in info else _DEFAULT_SHORTEST_EDGE
+        int(info.get("image_size", DEFAULT_SHORTEST_EDGE)) if "generator_version" in info else DEFAULT_SHORTEST_EDGE
     )
     return records, [r["file_name"] for r in records], mapping or file_mapping, default_size, None
 
@@ -293,7 +293,7 @@ def scaled_detr_train_transform(shortest_edge: int) -> Augmentation:
     scales 77..128, longest edge 213, crop sides 61..96. `shortest_edge` is also the evaluation size, so
     training never sees images larger than evaluation does, as in the original.
     """
-    from ..transforms import (
+    from image_processing.augmentation import (
         DEFAULT_CROP_RANGE,
         DEFAULT_CROP_SCALES,
         DEFAULT_MAX_SIZE,
@@ -301,7 +301,7 @@ def scaled_detr_train_transform(shortest_edge: int) -> Augmentation:
         make_detr_train_transform,
     )
 
-    factor = shortest_edge / _DEFAULT_SHORTEST_EDGE
+    factor = shortest_edge / DEFAULT_SHORTEST_EDGE
 
     def scaled(sizes: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(sorted({max(round(size * factor), 1) for size in sizes}))
@@ -319,7 +319,7 @@ def _shortest_edge(processor: Any) -> int:
     for key in ("shortest_edge", "height", "max_height", "longest_edge"):
         if key in size:
             return int(size[key])
-    return _DEFAULT_SHORTEST_EDGE
+    return DEFAULT_SHORTEST_EDGE
 
 
 class DetectionTransform:

@@ -17,8 +17,8 @@ from typing import Any
 
 import datasets
 
-from .categories import CategoryMapping
-from .records import ImageRecord
+from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.data.records import ImageRecord
 
 __all__ = ["load_hf_split", "read_hf_split"]
 

@@ -14,17 +14,19 @@ file and the annotation id; with `on_error="skip"` it is logged, counted and the
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
-from .categories import CategoryMapping
+from image_processing.annotations import parse_object
+from modeling_detr_custom.data.categories import CategoryMapping
 
 __all__ = [
+    "BAD_DATA_POLICIES",
     "BOX_TOLERANCE",
     "AnnotationRecord",
     "DataReport",
     "ImageRecord",
+    "check_bad_data_policy",
     "validate_annotation",
     "validate_records",
 ]
@@ -53,6 +55,15 @@ class ImageRecord(TypedDict):
     annotations: list[AnnotationRecord]
 
 
+BAD_DATA_POLICIES = ("raise", "skip")
+
+
+def check_bad_data_policy(value: str, option: str = "on_error") -> None:
+    """Raises a `ValueError` naming `option` unless `value` is one of `BAD_DATA_POLICIES`."""
+    if value not in BAD_DATA_POLICIES:
+        raise ValueError(f"{option} must be 'raise' or 'skip', got {value!r}.")
+
+
 class DataReport:
     """Applies the bad-data policy and counts what was skipped.
 
@@ -66,8 +77,7 @@ class DataReport:
     """
 
     def __init__(self, on_error: str = "raise", name: str = "") -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+        check_bad_data_policy(on_error)
         self.on_error = on_error
         self.name = name
         self.skipped_images = 0
@@ -117,32 +127,29 @@ def validate_annotation(
         mapping: The data set's categories; an unknown `category_id` is an error.
 
     Raises:
-        ValueError: Malformed or negative-size box, box outside the image by more than `BOX_TOLERANCE` pixels,
-            or unknown category; the message names the file and the annotation id.
+        ValueError: Unknown category, a malformed object (`image_processing.annotations.parse_object`, the one
+            format check shared with the image processor), or a box outside the image by more than
+            `BOX_TOLERANCE` pixels; the message names the file and the annotation id.
     """
-    annotation_id = annotation.get("id")
+    annotation_id = annotation.get("id") if isinstance(annotation, Mapping) else None
     where = f"Annotation {annotation_id} of image {file_name}"
-    bbox = annotation.get("bbox")
-    if not isinstance(bbox, Sequence) or len(bbox) != 4 or not all(_is_finite_number(v) for v in bbox):
-        raise ValueError(f"{where}: bbox must be 4 finite numbers [x, y, width, height], got {bbox!r}.")
-    x, y, w, h = (float(v) for v in bbox)
-    if w < 0 or h < 0:
-        raise ValueError(f"{where}: bbox {list(bbox)} has a negative width or height (COCO boxes are [x, y, w, h]).")
+    if isinstance(annotation, Mapping) and "category_id" in annotation:
+        label = mapping.to_label(annotation["category_id"], annotation_id, file_name)
+        annotation = {**annotation, "category_id": label}  # the format check below wants an int
+    (x, y, w, h), _, area, iscrowd = parse_object(annotation, where)
     if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > width + BOX_TOLERANCE or y + h > height + BOX_TOLERANCE:
         raise ValueError(
-            f"{where}: bbox {list(bbox)} ([x, y, w, h]) lies outside the {width}x{height} image by more than "
+            f"{where}: bbox {[x, y, w, h]} ([x, y, w, h]) lies outside the {width}x{height} image by more than "
             f"{BOX_TOLERANCE:g} px. Check that boxes are absolute pixels in xywh format for this image."
         )
-    mapping.to_label(annotation.get("category_id"), annotation_id, file_name)
     x0, y0 = max(x, 0.0), max(y, 0.0)
     x1, y1 = min(x + w, float(width)), min(y + h, float(height))
-    area = annotation.get("area")
     return {
         "id": annotation_id,
         "bbox": [x0, y0, x1 - x0, y1 - y0],
-        "category_id": int(annotation["category_id"]),
-        "area": float(area) if _is_finite_number(area) else (x1 - x0) * (y1 - y0),
-        "iscrowd": int(annotation.get("iscrowd", 0) or 0),
+        "category_id": mapping.to_category_id(annotation["category_id"]),
+        "area": area if annotation.get("area") is not None else (x1 - x0) * (y1 - y0),
+        "iscrowd": iscrowd,
     }
 
 
@@ -164,7 +171,3 @@ def validate_records(records: Iterable[ImageRecord], mapping: CategoryMapping, r
                 report.problem(str(error), skipped_annotations=1)
         cleaned.append({**record, "annotations": annotations})
     return cleaned
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

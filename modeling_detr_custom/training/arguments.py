@@ -1,15 +1,26 @@
-"""Command-line arguments of `scripts/train.py`, named as transformers' `TrainingArguments` names them."""
+"""Command-line arguments of the training scripts, named as transformers' `TrainingArguments` names them.
+
+`DetrDataArguments` (what to train on, which model, how to treat bad data) is shared by `scripts/train.py`
+(`DetrTrainingArguments` extends it) and `scripts/train_trainer.py` (parsed next to `DetrTrainerArguments`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["DetrTrainingArguments"]
+from modeling_detr_custom.data.records import check_bad_data_policy
+
+__all__ = ["ON_BAD_DATA_HELP", "DetrDataArguments", "DetrTrainingArguments"]
+
+ON_BAD_DATA_HELP = (
+    "'raise' stops at the first unreadable image or bad annotation, naming the file and annotation; 'skip' warns, "
+    "skips it and reports the count at the end."
+)
 
 
 @dataclass
-class DetrTrainingArguments:
-    """Everything `scripts/train.py` accepts. Defaults are the original DETR recipe except where noted."""
+class DetrDataArguments:
+    """What to train on and which model: the part both training scripts share."""
 
     data: str = field(
         default="synthetic",
@@ -23,16 +34,37 @@ class DetrTrainingArguments:
         default="detr-tiny",
         metadata={
             "help": "Model to train: a checkpoint folder or Hub id to fine-tune from (the class head is "
-            "re-initialised when the number of classes differs), or a named configuration: "
-            "'detr-resnet-50', 'detr-resnet-101', 'detr-tiny' (small from-scratch CPU default)."
+            "re-initialised when the number of classes differs), a config.json to build a fresh model from, or a "
+            "named configuration: 'detr-resnet-50', 'detr-resnet-101', 'detr-tiny' (small from-scratch CPU default)."
         },
     )
+    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split: str = field(default="val", metadata={"help": "Split used for evaluation."})
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Shortest edge for evaluation and the largest training scale. Default: 800 for real data, "
+            "the data set's own size for synthetic data."
+        },
+    )
+    no_augment: bool = field(
+        default=False,
+        metadata={"help": "Disable the DETR training augmentation (flip, multi-scale resize, random crop)."},
+    )
+    on_bad_data: str = field(default="raise", metadata={"help": ON_BAD_DATA_HELP})
+
+    def __post_init__(self) -> None:
+        check_bad_data_policy(self.on_bad_data, "--on_bad_data")
+
+
+@dataclass
+class DetrTrainingArguments(DetrDataArguments):
+    """Everything `scripts/train.py` accepts. Defaults are the original DETR recipe except where noted."""
+
     output_dir: str = field(
         default="outputs/detr-custom",
         metadata={"help": "Where checkpoints, the best and the last model (Hub-style folders) and logs go."},
     )
-    train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str = field(default="val", metadata={"help": "Split used for evaluation."})
     num_train_epochs: float = field(default=300, metadata={"help": "Number of training epochs."})
     max_steps: int = field(
         default=-1, metadata={"help": "If > 0, total number of optimizer steps; overrides num_train_epochs."}
@@ -59,17 +91,6 @@ class DetrTrainingArguments:
         default=1, metadata={"help": "Number of batches accumulated before each optimizer step."}
     )
     mixed_precision: str = field(default="no", metadata={"help": "Mixed precision: 'no', 'fp16' (CUDA) or 'bf16'."})
-    no_augment: bool = field(
-        default=False,
-        metadata={"help": "Disable the DETR training augmentation (flip, multi-scale resize, random crop)."},
-    )
-    image_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Shortest edge for evaluation and the largest training scale. Default: 800 for real data, "
-            "the data set's own size for synthetic data."
-        },
-    )
     eval_steps: int = field(
         default=0, metadata={"help": "Evaluate every N optimizer steps (0: at the end of every epoch)."}
     )
@@ -85,13 +106,6 @@ class DetrTrainingArguments:
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes."})
     report_to: str = field(default="tensorboard", metadata={"help": "Where to log: 'tensorboard', 'wandb' or 'none'."})
     logging_steps: int = field(default=10, metadata={"help": "Log the loss terms every N optimizer steps."})
-    on_bad_data: str = field(
-        default="raise",
-        metadata={
-            "help": "'raise' stops at the first unreadable image or bad annotation; 'skip' warns, "
-            "skips it and reports the count at the end."
-        },
-    )
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the final model folder to the Hub."})
     hub_model_id: str | None = field(
         default=None, metadata={"help": "Hub repository for --push_to_hub (default: the output_dir name)."}
@@ -99,12 +113,11 @@ class DetrTrainingArguments:
     hub_private_repo: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mixed_precision not in {"no", "fp16", "bf16"}:
             raise ValueError(f"--mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         if self.report_to not in {"tensorboard", "wandb", "none"}:
             raise ValueError(f"--report_to must be 'tensorboard', 'wandb' or 'none', got {self.report_to!r}")
-        if self.on_bad_data not in {"raise", "skip"}:
-            raise ValueError(f"--on_bad_data must be 'raise' or 'skip', got {self.on_bad_data!r}")
         for name in (
             "per_device_train_batch_size",
             "per_device_eval_batch_size",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-__all__ = ["launched_processes", "make_accelerator"]
+__all__ = ["launched_processes", "make_accelerator", "needs_cpu_process_group"]
 
 
 def launched_processes() -> int:
@@ -17,13 +17,24 @@ def launched_processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def make_accelerator(**kwargs: Any) -> Accelerator:
-    """An `Accelerator` that also runs data-parallel on machines without a GPU.
+def needs_cpu_process_group() -> bool:
+    """True when the launcher started several processes on a machine without an accelerator.
 
     Under `torchrun` or `accelerate launch --multi_gpu --num_processes N`, Accelerate only forms a process group
-    on the CPU when told to use the CPU; without a GPU every process would otherwise train alone on the whole
-    data set. So with several launched processes and no CUDA device, the CPU (gloo) is chosen here.
+    on the CPU (gloo) when told to use the CPU; without a GPU every process would otherwise train alone on the
+    whole data set. Both the Accelerate loop and the Trainer ask this one question.
     """
+    return launched_processes() > 1 and not _has_accelerator()
+
+
+def _has_accelerator() -> bool:
+    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+def make_accelerator(**kwargs: Any) -> Accelerator:
+    """An `Accelerator` that also runs data-parallel on machines without a GPU (see `needs_cpu_process_group`)."""
     if _asked_for_cpu_processes_but_got_one():
         warnings.warn(
             "`accelerate launch --cpu --num_processes N` starts a single process unless an MPI hostfile is given; "
@@ -31,7 +42,7 @@ def make_accelerator(**kwargs: Any) -> Accelerator:
             "--num_processes N ...` (CPU is chosen automatically without a GPU) or `torchrun --nproc_per_node N`.",
             stacklevel=2,
         )
-    if launched_processes() > 1 and not torch.cuda.is_available():
+    if needs_cpu_process_group():
         kwargs.setdefault("cpu", True)
     return Accelerator(**kwargs)
 

@@ -13,16 +13,21 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..data import DetectionSplit, load_detection_split
-from ..evaluation import CocoEvaluator, format_metrics_table
-from ..hub import push_folder_to_hub, save_hub_checkpoint
-from .arguments import DetrTrainingArguments
-from .checkpointing import TrainingProgress, find_latest_checkpoint, load_checkpoint, save_checkpoint
-from .distributed import make_accelerator
-from .evaluation_loop import evaluate_model
-from .logging_utils import LossMeter, progress_interval
-from .models import load_model_for_training
-from .optim import build_lr_scheduler, build_optimizer
+from modeling_detr_custom.data import DetectionSplit, load_detection_split
+from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table
+from modeling_detr_custom.evaluation.loop import evaluate_model
+from modeling_detr_custom.training.arguments import DetrTrainingArguments
+from modeling_detr_custom.training.checkpointing import (
+    TrainingProgress,
+    find_latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from modeling_detr_custom.training.distributed import make_accelerator
+from modeling_detr_custom.training.hub import push_folder_to_hub, save_hub_checkpoint
+from modeling_detr_custom.training.logging_utils import LossMeter, progress_interval
+from modeling_detr_custom.training.models import load_model_for_training
+from modeling_detr_custom.training.optim import build_lr_scheduler, build_optimizer
 
 __all__ = ["NonFiniteLossError", "TrainResult", "check_finite_loss", "train"]
 

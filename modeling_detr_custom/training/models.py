@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..configuration_detr_custom import DetrCustomConfig
-from ..data.categories import CategoryMapping
-from ..modeling_detr_custom import DetrCustomForObjectDetection
+from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfig
+from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
 
 __all__ = ["MODEL_PRESETS", "load_model_for_training"]
 

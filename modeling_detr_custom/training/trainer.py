@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,14 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 from transformers import EvalPrediction, SchedulerType, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from ..data import DetectionSplit, load_detection_split
-from ..evaluation import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
-from ..hub import hub_errors, render_model_card
-from .logging_utils import LossMeter
-from .models import load_model_for_training
-from .optim import build_lr_scheduler, build_param_groups
+from modeling_detr_custom.data import DetectionSplit, load_detection_split
+from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
+from modeling_detr_custom.training.arguments import DetrDataArguments
+from modeling_detr_custom.training.distributed import needs_cpu_process_group
+from modeling_detr_custom.training.hub import hub_errors, render_model_card
+from modeling_detr_custom.training.logging_utils import LossMeter
+from modeling_detr_custom.training.models import load_model_for_training
+from modeling_detr_custom.training.optim import build_lr_scheduler, build_param_groups
 
 __all__ = [
     "CocoMetrics",
@@ -45,48 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DetrDataArguments:
-    """What to train on and which model: the data/model half of `scripts/train_trainer.py`'s arguments."""
-
-    data: str = field(
-        default="synthetic",
-        metadata={
-            "help": "A COCO folder (annotations/instances_<split>.json + <split>/ images), a folder or Hub name that "
-            "`datasets.load_dataset` opens (columns image, image_id, objects), or 'synthetic' (the built-in "
-            "shapes data set, generated on first use)."
-        },
-    )
-    model: str = field(
-        default="detr-tiny",
-        metadata={
-            "help": "A checkpoint folder or Hub id to fine-tune (the class head is re-initialised when the number of "
-            "classes differs), a config.json to build a fresh model from, or a named configuration: "
-            "'detr-resnet-50', 'detr-resnet-101', 'detr-tiny' (small from-scratch CPU default)."
-        },
-    )
-    train_split: str = field(default="train", metadata={"help": "Split used for training."})
-    eval_split: str = field(default="val", metadata={"help": "Split used for evaluation."})
-    image_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Shortest edge for evaluation and the largest training scale. Default: 800 for real data, the "
-            "data set's own size for synthetic data."
-        },
-    )
-    no_augment: bool = field(
-        default=False, metadata={"help": "Disable the DETR training augmentation (flip, multi-scale, crop)."}
-    )
-    on_bad_data: str = field(
-        default="raise",
-        metadata={"help": "'raise' stops at the first unreadable image or bad annotation; 'skip' warns and skips it."},
-    )
-
-    def __post_init__(self) -> None:
-        if self.on_bad_data not in {"raise", "skip"}:
-            raise ValueError(f"--on_bad_data must be 'raise' or 'skip', got {self.on_bad_data!r}")
 
 
 @dataclass
@@ -145,17 +104,9 @@ class DetrTrainerArguments(TrainingArguments):
             self.remove_unused_columns = False
         if self.lr_backbone < 0 or self.lr_drop < 0:
             raise ValueError(f"--lr_backbone and --lr_drop must be >= 0; got {self.lr_backbone} and {self.lr_drop}.")
-        if not self.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator():
-            # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: Accelerate only starts a
-            # multi-process CPU (gloo) group when asked for the CPU; otherwise every process trains alone.
+        if not self.use_cpu and needs_cpu_process_group():
             self.use_cpu = True
         super().__post_init__()
-
-
-def _has_accelerator() -> bool:
-    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
 
 
 class CocoMetrics:

@@ -8,8 +8,8 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..data.categories import CategoryMapping
-from ..evaluation import CocoEvaluator, predictions_from_outputs
+from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, predictions_from_outputs
 
 __all__ = ["evaluate_model"]
 

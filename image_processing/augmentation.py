@@ -21,9 +21,10 @@ from typing import Any, Protocol
 import PIL.Image
 import torch
 from torch import Tensor
+from torchvision.ops import box_convert
 
-from .box_ops import box_xywh_to_xyxy, box_xyxy_to_xywh
-from .image_processing_detr_custom import get_size_with_aspect_ratio, parse_coco_detection_annotation
+from .annotations import parse_coco_detection_annotation
+from .sizes import DEFAULT_LONGEST_EDGE, get_size_with_aspect_ratio
 
 __all__ = [
     "Compose",
@@ -45,7 +46,7 @@ __all__ = [
 Annotations = dict[str, Any]
 
 DEFAULT_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
-DEFAULT_MAX_SIZE = 1333
+DEFAULT_MAX_SIZE = DEFAULT_LONGEST_EDGE
 DEFAULT_CROP_SCALES = (400, 500, 600)
 DEFAULT_CROP_RANGE = (384, 600)
 _UNTRANSFORMED_KEYS = ("segmentation", "keypoints", "num_keypoints")
@@ -75,12 +76,12 @@ def _check_image(image: Any) -> PIL.Image.Image:
 def _objects(annotations: Annotations) -> tuple[Tensor, Tensor, Tensor]:
     """Validated `(n, 4)` float32 xyxy boxes, `(n,)` areas and `(n,)` crowd flags of `annotations`."""
     parsed = parse_coco_detection_annotation(annotations)
-    return box_xywh_to_xyxy(parsed["boxes_xywh"]), parsed["area"], parsed["iscrowd"]
+    return box_convert(parsed["boxes_xywh"], "xywh", "xyxy"), parsed["area"], parsed["iscrowd"]
 
 
 def _rebuild(annotations: Annotations, boxes_xyxy: Tensor, areas: Tensor, keep: Tensor | None = None) -> Annotations:
     """A new annotations dict with updated `bbox`/`area` for the kept objects; other fields copied."""
-    boxes_xywh = box_xyxy_to_xywh(boxes_xyxy).tolist()
+    boxes_xywh = box_convert(boxes_xyxy, "xyxy", "xywh").tolist()
     areas_list = areas.tolist()
     kept = range(len(boxes_xywh)) if keep is None else keep.nonzero().flatten().tolist()
     objects = []

@@ -22,10 +22,10 @@ from .backbone import DetrCustomBackbone, TimmConvEncoder
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
-from .pipeline_support import register_pipeline_support
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .query_anchors import QueryAnchorBoxes
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
+from .validation import validate_labels
 
 __all__ = [
     "DetrCustomForObjectDetection",
@@ -44,7 +44,6 @@ _AUTO_MAP_CLASSES = {
 # Initial sigmoid probability of every class under the focal loss (RetinaNet's prior).
 _FOCAL_PRIOR_PROBABILITY = 0.01
 # Tolerance on normalised label boxes: they must lie in [0, 1], up to rounding.
-_BOX_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -544,81 +543,15 @@ def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
     return None if min(valid_counts) == flat.shape[1] else flat
 
 
-def validate_labels(
-    labels: Sequence[Mapping[str, Tensor]], batch_size: int, num_labels: int, device: torch.device
-) -> list[dict[str, Tensor]]:
-    """Checks detection labels and moves `class_labels`/`boxes` to `device`.
-
-    Args:
-        labels: One mapping per image with `class_labels` `(n,)` integer and `boxes` `(n, 4)` float.
-        batch_size: Number of images.
-        num_labels: Number of classes; class ids must lie in `[0, num_labels)`.
-        device: Device of the model inputs.
-
-    Returns:
-        New dicts (other keys kept) with both tensors on `device`.
-
-    Raises:
-        ValueError: naming the image index and the key that is missing, mis-shaped or out of range.
-        TypeError: a label is not a mapping of tensors.
-    """
-    if isinstance(labels, Mapping) or not isinstance(labels, Sequence) or len(labels) != batch_size:
-        found = f"a sequence of {len(labels)}" if isinstance(labels, Sequence) else type(labels).__name__
-        raise ValueError(f"labels must be a list of {batch_size} dicts (one per image), got {found}.")
-    checked = []
-    for index, target in enumerate(labels):
-        if not isinstance(target, Mapping):
-            raise TypeError(f"labels[{index}] must be a dict, got {type(target).__name__}.")
-        for key in ("class_labels", "boxes"):
-            if key not in target:
-                raise ValueError(f"labels[{index}] is missing key {key!r} (needs 'class_labels' and 'boxes').")
-            if not isinstance(target[key], Tensor):
-                raise TypeError(f"labels[{index}][{key!r}] must be a torch.Tensor, got {type(target[key]).__name__}.")
-        class_labels, boxes = target["class_labels"], target["boxes"]
-        if class_labels.ndim != 1 or class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
-            raise ValueError(
-                f"labels[{index}]['class_labels'] must be an int64 tensor of shape (n,), got dtype "
-                f"{class_labels.dtype} and shape {tuple(class_labels.shape)}."
-            )
-        if boxes.shape != (len(class_labels), 4) or not boxes.dtype.is_floating_point:
-            raise ValueError(
-                f"labels[{index}]['boxes'] must be a float tensor of shape ({len(class_labels)}, 4) to match "
-                f"class_labels, got dtype {boxes.dtype} and shape {tuple(boxes.shape)}."
-            )
-        checked.append({**target, "class_labels": class_labels.to(device), "boxes": boxes.to(device)})
-    _check_label_values(checked, num_labels)
-    return checked
-
-
-def _check_label_values(labels: list[dict[str, Tensor]], num_labels: int) -> None:
-    """Class ids in range and finite boxes in `[0, 1]`, with one device-to-host copy for the whole batch."""
-    class_labels = torch.cat([target["class_labels"] for target in labels])
-    boxes = torch.cat([target["boxes"] for target in labels])
-    if not len(class_labels):
+def _list_with_the_object_detection_pipeline() -> None:
+    # transformers' object-detection pipeline checks the model's class name against its static list of built-in
+    # detectors (not the Auto registrations) and logs an error for any other although everything works. Adding the
+    # name to that list is the registration it reads; it runs here so that trust_remote_code loads get it too.
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES
+    except ImportError:  # other transformers versions
         return
-    bad_class = (class_labels < 0) | (class_labels >= num_labels)
-    if not bool(bad_class.any() | _invalid_boxes(boxes).any()):
-        return
-    for index, target in enumerate(labels):
-        ids, boxes_cxcywh = target["class_labels"], target["boxes"]
-        outside = ids[(ids < 0) | (ids >= num_labels)]
-        if len(outside):
-            raise ValueError(
-                f"labels[{index}]['class_labels'] has ids {outside.tolist()} outside [0, {num_labels}); "
-                "map dataset category ids to contiguous labels (see config.id2label)."
-            )
-        if len(boxes_cxcywh) and bool(_invalid_boxes(boxes_cxcywh).any()):
-            raise ValueError(
-                f"labels[{index}]['boxes'] must be finite normalised (cx, cy, w, h) in [0, 1] relative to the "
-                f"unpadded image, got values in [{boxes_cxcywh.min().item():.4g}, {boxes_cxcywh.max().item():.4g}]"
-                "; divide absolute pixel boxes by the image width and height."
-            )
+    MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES.setdefault(DetrCustomConfig.model_type, "DetrCustomForObjectDetection")
 
 
-def _invalid_boxes(boxes_cxcywh: Tensor) -> Tensor:
-    """`(n,)` True for boxes that are not finite or leave `[0, 1]` (beyond rounding)."""
-    outside = (boxes_cxcywh < -_BOX_TOLERANCE) | (boxes_cxcywh > 1 + _BOX_TOLERANCE)
-    return (~torch.isfinite(boxes_cxcywh) | outside).any(-1)
-
-
-register_pipeline_support(DetrCustomConfig, DetrCustomForObjectDetection.__name__)
+_list_with_the_object_detection_pipeline()

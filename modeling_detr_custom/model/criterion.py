@@ -16,7 +16,6 @@ under autocast.
 Only torch and the package's own modules are imported: this file is copied next to Hub checkpoints.
 """
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from .box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
 from .matcher import HungarianMatcher
+from .validation import check_choice, check_non_negative
 
 __all__ = ["SetCriterion", "sigmoid_focal_loss"]
 
@@ -89,10 +89,7 @@ class SetCriterion(nn.Module):
         super().__init__()
         if num_labels < 1:
             raise ValueError(f"SetCriterion num_labels must be >= 1, got {num_labels}.")
-        if class_loss_type not in ("cross_entropy", "sigmoid_focal"):
-            raise ValueError(
-                f"SetCriterion class_loss_type must be 'cross_entropy' or 'sigmoid_focal', got {class_loss_type!r}."
-            )
+        check_choice("SetCriterion ", "class_loss_type", class_loss_type, ("cross_entropy", "sigmoid_focal"))
         coefficients = {
             "eos_coefficient": eos_coefficient,
             "ce_loss_coefficient": ce_loss_coefficient,
@@ -101,9 +98,7 @@ class SetCriterion(nn.Module):
             "focal_alpha": focal_alpha,
             "focal_gamma": focal_gamma,
         }
-        for name, value in coefficients.items():
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"SetCriterion {name} must be a finite number >= 0, got {value}.")
+        check_non_negative("SetCriterion ", coefficients)
         self.num_labels = num_labels
         self.matcher = matcher
         self.eos_coefficient = float(eos_coefficient)

@@ -26,8 +26,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .box_ops import box_xyxy_to_xywh
-from .data.categories import CategoryMapping
+from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.model.box_ops import box_xyxy_to_xywh
 
 __all__ = ["METRIC_NAMES", "CocoEvaluator", "format_metrics_table", "predictions_from_outputs"]
 

@@ -8,12 +8,14 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from ..data import CategoryMapping, load_detection_split
-from ..evaluation import CocoEvaluator, format_metrics_table
-from ..image_processing_detr_custom import DetrCustomImageProcessor
-from ..modeling_detr_custom import DetrCustomForObjectDetection
-from .distributed import make_accelerator
-from .evaluation_loop import evaluate_model
+from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
+from modeling_detr_custom.data import CategoryMapping, load_detection_split
+from modeling_detr_custom.data.records import check_bad_data_policy
+from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table
+from modeling_detr_custom.evaluation.loop import evaluate_model
+from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
+from modeling_detr_custom.training.arguments import ON_BAD_DATA_HELP
+from modeling_detr_custom.training.distributed import make_accelerator
 
 __all__ = ["EvaluateArguments", "evaluate_checkpoint"]
 
@@ -35,7 +37,10 @@ class EvaluateArguments:
     )
     per_device_eval_batch_size: int = field(default=2, metadata={"help": "Images per device per batch."})
     mixed_precision: str = field(default="no", metadata={"help": "'no', 'fp16' (CUDA) or 'bf16'."})
-    on_bad_data: str = field(default="raise", metadata={"help": "'raise' or 'skip' unreadable images/annotations."})
+    on_bad_data: str = field(default="raise", metadata={"help": ON_BAD_DATA_HELP})
+
+    def __post_init__(self) -> None:
+        check_bad_data_policy(self.on_bad_data, "--on_bad_data")
 
 
 def evaluate_checkpoint(args: EvaluateArguments) -> dict[str, float] | None:

@@ -3,8 +3,8 @@
 Four steps, each printed with the command or call it runs and its wall time:
 
 1. generate the synthetic data set (COCO folder under `<output_dir>/data/`);
-2. train the `detr-tiny` preset with `accelerate launch --cpu scripts/train.py ...` (the Hub-style checkpoint
-   lands in `<output_dir>/demo/last/`);
+2. train the `detr-tiny` preset with `accelerate launch -m modeling_detr_custom.apps.cli.train ...`
+   (the Hub-style checkpoint lands in `<output_dir>/demo/last/`);
 3. evaluate that checkpoint on the validation split with pycocotools and print the metrics table;
 4. run `transformers.pipeline("object-detection")` on held-out validation images and draw the detections into
    `<output_dir>/demo.png`.
@@ -29,13 +29,12 @@ from PIL import Image
 
 __all__ = ["DemoArguments", "DemoResult", "run_demo", "train_command"]
 
-_REPOSITORY = Path(__file__).resolve().parents[1]
 _TILE_SCALE = 2  # the synthetic images are small: drawn at twice their size so labels stay readable
 
 
 @dataclass
 class DemoArguments:
-    """Settings of `make demo` (`python scripts/demo.py --help`). The defaults are the measured demo."""
+    """Settings of `make demo` (`detr-custom demo --help`). The defaults are the measured demo."""
 
     output_dir: str = field(default="outputs", metadata={"help": "Where data, checkpoint and demo.png go."})
     num_train: int = field(default=4000, metadata={"help": "Synthetic training images."})
@@ -131,7 +130,8 @@ def train_command(args: DemoArguments, data_dir: Path, train_dir: Path) -> list[
         "--num_machines=1",
         "--mixed_precision=no",
         "--dynamo_backend=no",
-        str(_script("train.py")),
+        "--module",
+        "modeling_detr_custom.apps.cli.train",
         f"--data={data_dir}",
         f"--model={args.model}",
         f"--output_dir={train_dir}",
@@ -152,13 +152,6 @@ def train_command(args: DemoArguments, data_dir: Path, train_dir: Path) -> list[
     ]
 
 
-def _script(name: str) -> Path:
-    path = _REPOSITORY / "scripts" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the demo from a checkout of the repository (make demo).")
-    return path
-
-
 @contextmanager
 def _timed(step: str, seconds: dict[str, float], log: Callable[[str], None]) -> Iterator[None]:
     log(f"\n=== {step} ===")
@@ -169,7 +162,7 @@ def _timed(step: str, seconds: dict[str, float], log: Callable[[str], None]) -> 
 
 
 def _generate_data(args: DemoArguments, data_root: Path, log: Callable[[str], None]) -> Path:
-    from .data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+    from modeling_detr_custom.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
 
     spec = SyntheticSpec.from_source(args.data_source)
     folder = data_root / spec.folder_name()
@@ -191,7 +184,7 @@ def _train(args: DemoArguments, data_dir: Path, train_dir: Path, log: Callable[[
 
 
 def _evaluate(checkpoint_dir: Path, data_dir: Path, metrics_file: Path) -> dict[str, float]:
-    from .training.evaluate import EvaluateArguments, evaluate_checkpoint
+    from modeling_detr_custom.apps.evaluate import EvaluateArguments, evaluate_checkpoint
 
     arguments = EvaluateArguments(
         model=str(checkpoint_dir), data=str(data_dir), split="val", output=str(metrics_file),
@@ -209,7 +202,7 @@ def _draw_pipeline_detections(
     """Runs `pipeline("object-detection")` on the first validation images and tiles the drawn results."""
     from transformers import pipeline
 
-    from .visualize import draw_detections
+    from modeling_detr_custom.apps.visualize import draw_detections
 
     paths = sorted((data_dir / "val").glob("*.png"))[: args.num_images]
     detector = pipeline("object-detection", model=str(checkpoint_dir), device="cpu")

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .configuration_detr_custom import DetrCustomConfig
-from .image_processing_detr_custom import DetrCustomImageProcessor
-from .modeling_detr_custom import DetrCustomForObjectDetection
+from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
+from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfig
+from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
 
 __all__ = [
     "COCO_2017_ID2LABEL",

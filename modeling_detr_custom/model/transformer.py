@@ -15,8 +15,8 @@ from torch import Tensor, nn
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .backbone import derived_tensor_cache_key
 from .configuration_detr_custom import DetrCustomConfig
+from .tensor_cache import derived_tensor_cache_key
 
 __all__ = [
     "XavierLinear",

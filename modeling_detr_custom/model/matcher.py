@@ -17,7 +17,6 @@ which is ``batch_size`` times the work for the same result.
 Only torch, scipy and the standard library are imported: this file is copied next to Hub checkpoints.
 """
 
-import math
 from typing import NoReturn
 
 import numpy as np
@@ -28,6 +27,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from .box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from .validation import check_choice, check_matching_costs, check_non_negative, validate_labels
 
 __all__ = ["HungarianMatcher"]
 
@@ -64,19 +64,9 @@ class HungarianMatcher(nn.Module):
         focal_gamma: float = 2.0,
     ) -> None:
         super().__init__()
-        costs = {"class_cost": class_cost, "bbox_cost": bbox_cost, "giou_cost": giou_cost}
-        for name, value in {**costs, "focal_alpha": focal_alpha, "focal_gamma": focal_gamma}.items():
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"HungarianMatcher {name} must be a finite number >= 0, got {value}.")
-        if all(value == 0 for value in costs.values()):
-            raise ValueError(
-                "HungarianMatcher class_cost, bbox_cost and giou_cost are all 0: the matching would be arbitrary. "
-                "Give at least one of them a positive weight."
-            )
-        if class_cost_type not in ("probability", "focal"):
-            raise ValueError(
-                f"HungarianMatcher class_cost_type must be 'probability' or 'focal', got {class_cost_type!r}."
-            )
+        check_matching_costs("HungarianMatcher ", class_cost, bbox_cost, giou_cost)
+        check_non_negative("HungarianMatcher ", {"focal_alpha": focal_alpha, "focal_gamma": focal_gamma})
+        check_choice("HungarianMatcher ", "class_cost_type", class_cost_type, ("probability", "focal"))
         self.class_cost = float(class_cost)
         self.bbox_cost = float(bbox_cost)
         self.giou_cost = float(giou_cost)
@@ -138,7 +128,6 @@ class HungarianMatcher(nn.Module):
                 target_boxes_cxcywh.to(pred_boxes.device, torch.float32),
             )
         cost = cost.cpu()  # the only device-to-host copy; labels follow without a second wait
-        _check_target_labels(target_labels.cpu(), num_targets, num_labels=logits.shape[-1] - 1)
         return _assign(cost.numpy(), num_targets, num_groups, target_boxes_cxcywh)
 
     def _cost_matrix(
@@ -250,30 +239,4 @@ def _check_inputs(logits: Tensor, pred_boxes: Tensor, targets: list[dict[str, Te
         raise ValueError(f"Got {len(targets)} target dicts for a batch of {logits.shape[0]} images.")
     if num_groups < 1 or logits.shape[1] % num_groups:
         raise ValueError(f"num_groups={num_groups} must be >= 1 and divide num_queries={logits.shape[1]}.")
-    for index, target in enumerate(targets):
-        if "class_labels" not in target or "boxes" not in target:
-            raise ValueError(f"targets[{index}] needs keys 'class_labels' and 'boxes', got {sorted(target)}.")
-        labels, boxes = target["class_labels"], target["boxes"]
-        if labels.ndim != 1 or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise ValueError(
-                f"targets[{index}]['class_labels'] must be a 1-D integer tensor, got dtype {labels.dtype} and "
-                f"shape {tuple(labels.shape)}."
-            )
-        if boxes.shape != (len(labels), 4):
-            raise ValueError(
-                f"targets[{index}]['boxes'] must have shape ({len(labels)}, 4) to match its class_labels, got "
-                f"{tuple(boxes.shape)}."
-            )
-
-
-def _check_target_labels(target_labels: Tensor, num_targets: list[int], num_labels: int) -> None:
-    """Raises if a label is outside ``[0, num_labels)``; ``target_labels`` `(batch_size, max_targets)`, padded."""
-    is_real = torch.arange(target_labels.shape[1]) < torch.tensor(num_targets)[:, None]  # (B, max_targets)
-    invalid = is_real & ((target_labels < 0) | (target_labels >= num_labels))
-    if invalid.any():
-        image_index = int(invalid.any(1).nonzero()[0, 0])
-        bad_values = sorted(set(target_labels[image_index][invalid[image_index]].tolist()))
-        raise ValueError(
-            f"targets[{image_index}]['class_labels'] must lie in [0, num_labels) = [0, {num_labels}) (index "
-            f"{num_labels} is the no-object class), got {bad_values}."
-        )
+    validate_labels(targets, logits.shape[0], num_labels=logits.shape[-1] - 1, name="targets")

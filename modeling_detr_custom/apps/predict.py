@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data.images import open_image
-from .image_processing_detr_custom import DetrCustomImageProcessor
-from .modeling_detr_custom import DetrCustomForObjectDetection
-from .visualize import draw_detections
+from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
+from modeling_detr_custom.apps.visualize import draw_detections
+from modeling_detr_custom.data.images import open_image
+from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -261,9 +261,9 @@ class PredictArguments:
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"--threshold must be in [0, 1]; got {self.threshold}.")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"--top-k must be >= 1; got {self.top_k}.")
+            raise ValueError(f"--top_k must be >= 1; got {self.top_k}.")
         if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1; got {self.batch_size}.")
+            raise ValueError(f"--batch_size must be >= 1; got {self.batch_size}.")
 
 
 def run_predict(args: PredictArguments, report: Reporter | None = None) -> int:

@@ -1,126 +1,31 @@
-"""Convolutional backbone: a timm `features_only` CNN, FrozenBatchNorm2d, stage freezing, mask downsampling.
+"""The backbone's speed path: frozen BatchNorms (and ReLUs) applied by the convolution before them, channels-last.
 
-Two speed-ups keep the outputs of the plain network (within float rounding, ~1e-6 relative) and the checkpoint
-names: every frozen BatchNorm that directly follows a convolution is applied *by* that convolution, as a scaled
-weight and a bias computed from the current values at each call (`fold_frozen_batch_norms`), and the CNN runs in
-channels-last memory format, which oneDNN (CPU) and cuDNN convolutions prefer.
+Every frozen BatchNorm that directly follows a convolution is applied *by* that convolution, as a scaled weight and
+a bias computed from the current values at each call (`fold_frozen_batch_norms`); on CPU the ReLU after it runs
+inside oneDNN's convolution (`torch.ops.mkldnn._convolution_pointwise`, a private op that exporters cannot take).
+Outputs equal the plain network's within float rounding (~1e-6 relative) and checkpoint names are unchanged.
+`channels_last_pays_off` decides when the CNN runs in channels-last memory format.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
-from timm.layers import BatchNormAct2d, freeze_batch_norm_2d
 from timm.models._features import FeatureDictNet
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import Tensor, nn
 
+from .frozen_batch_norm import FrozenBatchNorm2d
+from .tensor_cache import derived_tensor_cache_key
+
 __all__ = [
     "ConvFrozenBatchNorm2d",
-    "DetrCustomBackbone",
     "FoldableReLU",
-    "FrozenBatchNorm2d",
-    "TimmConvEncoder",
-    "derived_tensor_cache_key",
-    "downsample_pixel_mask",
+    "channels_last_pays_off",
     "fold_frozen_batch_norms",
-    "replace_batch_norm",
-    "stage_index_per_parameter",
     "unfold_frozen_batch_norms",
 ]
-
-
-class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm2d with fixed statistics and affine parameters (buffers, never trained).
-
-    Identical to torchvision's `FrozenBatchNorm2d` with `eps=1e-5` as used by the original DETR; without the eps,
-    backbones other than the torchvision ResNets produce NaNs. Its state has no `num_batches_tracked`, like the
-    checkpoints transformers writes.
-
-    Args:
-        num_features: Number of channels.
-        eps: Added to the variance before the inverse square root.
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-        # Set by `fold_frozen_batch_norms`: the preceding ConvFrozenBatchNorm2d applies this normalisation.
-        self.applied_by_convolution = False
-
-    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Checkpoints of a trainable BatchNorm2d carry a counter that a frozen one has no use for.
-        state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def scale_and_shift(self) -> tuple[Tensor, Tensor]:
-        """The normalisation as one affine map `x * scale + shift`, both `(num_features,)`."""
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        return scale, self.bias - self.running_mean * scale
-
-    def normalize(self, hidden_states: Tensor) -> Tensor:
-        """`(batch_size, channels, height, width)` features normalised with the frozen statistics (one pass)."""
-        scale, shift = self.scale_and_shift()
-        return torch.addcmul(shift[None, :, None, None], hidden_states, scale[None, :, None, None])
-
-    def forward(self, hidden_states: Tensor) -> Tensor:
-        """Normalises `(batch_size, channels, height, width)` features with the frozen statistics (or passes them
-        through unchanged when the preceding convolution has already applied them)."""
-        return hidden_states if self.applied_by_convolution else self.normalize(hidden_states)
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
-
-
-def replace_batch_norm(module: nn.Module) -> None:
-    """Replaces every BatchNorm2d below `module` by a frozen one holding the same values.
-
-    Plain `nn.BatchNorm2d` (ResNets) becomes `FrozenBatchNorm2d`; timm's `BatchNormAct2d`, which also applies an
-    activation, becomes timm's `FrozenBatchNormAct2d` so that the activation is kept.
-    """
-    for name, child in module.named_children():
-        if isinstance(child, BatchNormAct2d):
-            setattr(module, name, freeze_batch_norm_2d(child))
-        elif isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=1e-5)
-            if child.weight is not None and child.weight.device.type != "meta":
-                with torch.no_grad():
-                    frozen.weight.copy_(child.weight)
-                    frozen.bias.copy_(child.bias)
-                    frozen.running_mean.copy_(child.running_mean)
-                    frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            replace_batch_norm(child)
-
-
-def derived_tensor_cache_key(sources: list[Tensor | None], *extra: Any) -> tuple[Any, ...] | None:
-    """Key under which a tensor computed from `sources` (weights, buffers) can be cached, or None if it must be
-    recomputed at every call.
-
-    The key holds each source's version counter (bumped by every in-place change: optimiser steps,
-    `load_state_dict`, `copy_`), storage address, dtype and device (changed by `.to()` or `.data = ...`), so a
-    cached value is used only while all sources are unchanged. No key while autograd must reach a source (the
-    computation has to be recorded), while compiling (torch.compile traces the computation itself) or for
-    inference-mode tensors (they have no version counter). Shared by the folded convolutions and the stacked
-    attention projections (`transformer.py`).
-
-    Args:
-        sources: The tensors the cached value is computed from; None entries are skipped.
-        extra: Anything else the value depends on (e.g. a memory format).
-    """
-    tensors = [tensor for tensor in sources if tensor is not None]
-    if torch.compiler.is_compiling() or any(tensor.is_inference() for tensor in tensors):
-        return None
-    if torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors):
-        return None
-    return (*extra, *((tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device) for tensor in tensors))
 
 
 class FoldableReLU(nn.ReLU):
@@ -366,49 +271,6 @@ def unfold_frozen_batch_norms(module: nn.Module) -> int:
     return unfolded
 
 
-def stage_index_per_parameter(model: nn.Module, stage_modules: list[str]) -> dict[str, int]:
-    """Maps each parameter name of a timm features model to the feature stage that computes it.
-
-    Stage `i` holds every module from the end of stage `i - 1` up to and including `stage_modules[i]` (timm's
-    `feature_info` module names, e.g. `act1, layer1, ..., layer4` for a ResNet: stage 0 is the stem).
-
-    Args:
-        model: A timm `features_only` model.
-        stage_modules: Names of the modules that end each stage, in forward order.
-
-    Returns:
-        Parameter name -> stage index in `[0, len(stage_modules))`.
-    """
-    # Pre-order positions: a module's subtree occupies the positions right after its own.
-    names = [name for name, _ in model.named_modules()]
-    position = {name: index for index, name in enumerate(names)}
-    stage_ends = []
-    for stage_module in stage_modules:
-        start = position[stage_module]
-        subtree = [n for n in names[start + 1 :] if n.startswith(stage_module + ".")]
-        stage_ends.append(start + len(subtree))
-    stages = {}
-    for param_name, _ in model.named_parameters():
-        module_position = position[param_name.rpartition(".")[0]]
-        stage = next((i for i, end in enumerate(stage_ends) if module_position <= end), len(stage_ends) - 1)
-        stages[param_name] = stage
-    return stages
-
-
-def _create_features_model(name: str, **kwargs: Any) -> nn.Module:
-    """`timm.create_model` with residual branches at full scale where the architecture has the option.
-
-    timm zero-initialises the last BatchNorm of every residual block; a FrozenBatchNorm2d would keep those branches
-    at zero forever when training from random weights. torchvision's ResNets (the original's) do not do this.
-    """
-    try:
-        return timm.create_model(name, zero_init_last=False, **kwargs)
-    except TypeError as error:
-        if "zero_init_last" not in str(error):
-            raise
-        return timm.create_model(name, **kwargs)
-
-
 # Training-step measurements (CPU, batch 2): channels-last costs 2% with ResNet-18 at 256x216 px (110k pixels) and
 # saves 9% at 384x344 (264k), 6% with ResNet-50 at 400x533; the crossover lies near 150k pixels per batch.
 _MIN_PIXELS_FOR_CHANNELS_LAST_TRAINING = 150_000
@@ -417,144 +279,11 @@ _MIN_PIXELS_FOR_CHANNELS_LAST_TRAINING = 150_000
 _MIN_PIXELS_FOR_CHANNELS_LAST_INFERENCE = 100_000
 
 
-class TimmConvEncoder(nn.Module):
-    """A timm CNN returning its last feature map, with frozen BatchNorm and frozen early stages.
+def channels_last_pays_off(num_pixels: int, training: bool) -> bool:
+    """Whether a batch of `num_pixels` pixels (batch x height x width) runs faster in channels-last format.
 
-    The timm network is the child `model`, so parameter names are those of transformers' DETR checkpoints
-    (`conv_encoder.model.layer1.0.conv1.weight`).
-
-    Args:
-        name: timm model name (`resnet18`, `resnet50`, `resnet101`, or any CNN with `features_only` support).
-        num_channels: Input channels.
-        dilation: Replace the stride of the last stage by dilation (DC5, output stride 16).
-        pretrained: Load timm's pretrained weights (downloads them).
-        freeze_batch_norm: Replace BatchNorm2d by FrozenBatchNorm2d.
-        trainable_layers: Trainable stages counted from the last (5 stages: stem + 4); 3 = original recipe.
-        fold_batch_norm: Let each convolution apply the frozen BatchNorm that follows it (`fold_frozen_batch_norms`;
-            same outputs up to float rounding, fewer passes over the activations).
-        channels_last: Run the CNN on channels-last tensors (faster oneDNN/cuDNN convolutions; same outputs up to
-            float rounding). The feature map comes back channels-last, which makes its flattening free.
+    Only on large enough batches do the faster convolutions outweigh converting the activations (and in training
+    the weights and their gradients) between memory formats; the threshold is lower for inference.
     """
-
-    def __init__(
-        self,
-        name: str,
-        num_channels: int = 3,
-        dilation: bool = False,
-        pretrained: bool = False,
-        freeze_batch_norm: bool = True,
-        trainable_layers: int = 3,
-        fold_batch_norm: bool = True,
-        channels_last: bool = True,
-    ) -> None:
-        super().__init__()
-        self.channels_last = channels_last
-        self.model = _create_features_model(
-            name,
-            pretrained=pretrained,
-            features_only=True,
-            out_indices=(-1,),
-            in_chans=num_channels,
-            output_stride=16 if dilation else None,
-        )
-        self.num_channels = self.model.feature_info.channels()[-1]
-        if freeze_batch_norm:
-            replace_batch_norm(self.model)
-            if fold_batch_norm:
-                fold_frozen_batch_norms(self.model)
-        stage_modules = [info["module"] for info in self.model.feature_info.info]
-        self._stage_of_parameter = stage_index_per_parameter(self.model, stage_modules)
-        self._frozen_batch_norms: list[nn.Module] = []
-        self.set_trainable_layers(trainable_layers)
-
-    @property
-    def num_stages(self) -> int:
-        """Number of feature stages (5 for a ResNet: the stem and layer1-layer4)."""
-        return max(self._stage_of_parameter.values()) + 1
-
-    def set_trainable_layers(self, trainable_layers: int) -> None:
-        """Trains the last `trainable_layers` stages and freezes the others (parameters and BatchNorm statistics).
-
-        Args:
-            trainable_layers: 0 freezes everything; `num_stages` (or more) trains everything.
-        """
-        if trainable_layers < 0:
-            raise ValueError(f"trainable_layers={trainable_layers} must be >= 0.")
-        first_trainable = self.num_stages - trainable_layers
-        for param_name, param in self.model.named_parameters():
-            param.requires_grad_(self._stage_of_parameter[param_name] >= first_trainable)
-        # A trainable BatchNorm2d of a frozen stage must not update its running statistics either (see `train`).
-        self._frozen_batch_norms = [
-            module
-            for module in self.model.modules()
-            if isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and not any(param.requires_grad for param in module.parameters())
-        ]
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> TimmConvEncoder:
-        """Sets training mode, keeping the trainable BatchNorms of frozen stages in eval mode."""
-        super().train(mode)
-        for module in self._frozen_batch_norms:
-            module.train(False)
-        return self
-
-    def forward(self, pixel_values: Tensor) -> Tensor:
-        """Maps `(batch_size, num_channels, height, width)` images to the last feature map
-        `(batch_size, channels, height / stride, width / stride)` (channels-last if `self.channels_last`)."""
-        if self.channels_last and self._channels_last_pays_off(pixel_values):
-            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        return self.model(pixel_values)[-1]
-
-    def _channels_last_pays_off(self, pixel_values: Tensor) -> bool:
-        """Only on large enough batches, where the faster convolutions outweigh converting the activations (and in
-        training the weights and their gradients) between memory formats; the threshold is lower for inference."""
-        batch_size, _, height, width = pixel_values.shape
-        training = self.training and torch.is_grad_enabled()
-        threshold = _MIN_PIXELS_FOR_CHANNELS_LAST_TRAINING if training else _MIN_PIXELS_FOR_CHANNELS_LAST_INFERENCE
-        return batch_size * height * width >= threshold
-
-
-def downsample_pixel_mask(pixel_mask: Tensor, size: tuple[int, int]) -> Tensor:
-    """Nearest-neighbour downsampling of a `(batch_size, height, width)` mask to `size`, as the original.
-
-    Args:
-        pixel_mask: 1 (or True) on real pixels, 0 on padding.
-        size: Target `(height, width)` of the feature map.
-
-    Returns:
-        Boolean mask `(batch_size, *size)`, True on real pixels.
-    """
-    return nn.functional.interpolate(pixel_mask[None].float(), size=size)[0].bool()
-
-
-class DetrCustomBackbone(nn.Module):
-    """Runs the CNN and brings the pixel mask to the resolution of its feature map.
-
-    Args:
-        conv_encoder: The CNN (child `conv_encoder`, matching transformers' checkpoint names).
-    """
-
-    def __init__(self, conv_encoder: TimmConvEncoder) -> None:
-        super().__init__()
-        self.conv_encoder = conv_encoder
-
-    @property
-    def num_channels(self) -> int:
-        """Channels of the feature map."""
-        return self.conv_encoder.num_channels
-
-    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Features and their mask.
-
-        Args:
-            pixel_values: `(batch_size, num_channels, height, width)`.
-            pixel_mask: `(batch_size, height, width)`, 1 on real pixels; None when nothing is padded.
-
-        Returns:
-            feature_map `(batch_size, channels, h, w)` and mask `(batch_size, h, w)` bool (None if no pixel_mask).
-        """
-        feature_map = self.conv_encoder(pixel_values)
-        if pixel_mask is None:
-            return feature_map, None
-        return feature_map, downsample_pixel_mask(pixel_mask, feature_map.shape[-2:])
+    threshold = _MIN_PIXELS_FOR_CHANNELS_LAST_TRAINING if training else _MIN_PIXELS_FOR_CHANNELS_LAST_INFERENCE
+    return num_pixels >= threshold

@@ -9,9 +9,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HubUploadError", "hub_errors", "push_folder_to_hub", "render_model_card", "save_hub_checkpoint"]
+from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES
 
-METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+__all__ = ["HubUploadError", "hub_errors", "push_folder_to_hub", "render_model_card", "save_hub_checkpoint"]
 
 
 class HubUploadError(RuntimeError):
@@ -66,7 +66,7 @@ def render_model_card(
     if metrics:
         body += ["", "## Evaluation (COCO bbox, pycocotools)", "", "| metric | value |", "|---|---|"]
         body += [
-            f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |" for k in METRIC_KEYS if k in metrics
+            f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |" for k in METRIC_NAMES if k in metrics
         ]
     if hyperparameters:
         body += ["", "## Training hyper-parameters", "", "| name | value |", "|---|---|"]
@@ -86,7 +86,7 @@ def _model_index(repo_id: str, dataset: str, metrics: Mapping[str, float]) -> li
         f"      type: {json.dumps(dataset)}",
         "    metrics:",
     ]
-    for key in METRIC_KEYS:
+    for key in METRIC_NAMES:
         if key in metrics and metrics[key] >= 0:  # pycocotools' -1 means "no object of that size", not a score
             lines += [f"    - type: {key}", f"      value: {float(metrics[key]):.4f}", f"      name: {key}"]
     return lines

@@ -8,6 +8,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import DetrConfig
 from transformers.activations import ACT2FN
 
+from .validation import check_choice, check_matching_costs, check_non_negative
+
 __all__ = ["DetrCustomConfig"]
 
 _POSITION_EMBEDDING_TYPES = ("sine", "learned")
@@ -249,28 +251,10 @@ def _check_architecture(config: DetrCustomConfig) -> None:
 
 
 def _check_matcher_and_loss(config: DetrCustomConfig) -> None:
-    names = (
-        "class_cost",
-        "bbox_cost",
-        "giou_cost",
-        "bbox_loss_coefficient",
-        "giou_loss_coefficient",
-        "mask_loss_coefficient",
-        "dice_loss_coefficient",
-    )
-    for name in names:
-        value = getattr(config, name)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name}={value} must be a finite number >= 0.")
-    if config.class_cost == config.bbox_cost == config.giou_cost == 0:
-        raise ValueError(
-            "class_cost, bbox_cost and giou_cost are all 0, so the Hungarian matching would be arbitrary; "
-            "set at least one of them > 0 (the original uses 1, 5, 2)."
-        )
-    if config.class_loss_type not in _CLASS_LOSS_TYPES:
-        raise ValueError(
-            f"class_loss_type={config.class_loss_type!r} is unknown; use one of {list(_CLASS_LOSS_TYPES)}."
-        )
+    check_matching_costs("", config.class_cost, config.bbox_cost, config.giou_cost)
+    names = ("bbox_loss_coefficient", "giou_loss_coefficient", "mask_loss_coefficient", "dice_loss_coefficient")
+    check_non_negative("", {name: getattr(config, name) for name in names})
+    check_choice("", "class_loss_type", config.class_loss_type, _CLASS_LOSS_TYPES)
     if not 0.0 <= config.focal_alpha <= 1.0:
         raise ValueError(f"focal_alpha={config.focal_alpha} must be in [0, 1] (the usual value is 0.25).")
     if not math.isfinite(config.focal_gamma) or config.focal_gamma < 0:

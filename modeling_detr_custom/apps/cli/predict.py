@@ -1,0 +1,42 @@
+"""Detect objects in images with a trained checkpoint: a JSON list per image, and optionally drawn pictures.
+
+python scripts/predict.py --model outputs/detr-custom/last photos/ extra.jpg "shots/**/*.png"
+python scripts/predict.py --model my-name/detr-shapes photos/ --output detections.json --draw drawn/ --top-k 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from modeling_detr_custom.apps.predict import PredictArguments, run_predict
+
+
+def parse_args(argv: list[str] | None = None) -> PredictArguments:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="Checkpoint folder or Hub id.")
+    parser.add_argument("inputs", nargs="+", help="Image files, folders (their image files) or globs ('**' recurses).")
+    parser.add_argument("--output", help="Write the JSON list here (default: standard output).")
+    parser.add_argument("--draw", metavar="OUT_DIR", help="Write a PNG per image with the detections drawn here.")
+    parser.add_argument("--threshold", type=float, default=0.5, help="Keep detections scoring above this (0.5).")
+    parser.add_argument("--top_k", "--top-k", type=int, default=None, help="Keep at most K detections per image.")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=8, help="Images per forward pass (8).")
+    parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N'); default cpu.")
+    namespace = parser.parse_args(argv)
+    try:
+        return PredictArguments(**vars(namespace))
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run_predict(args)
+    except (OSError, ValueError) as err:  # a checkpoint that cannot be loaded, an unusable device
+        print(f"error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Train DETR with Accelerate on one process, several GPUs, or CPU processes.
+
+python scripts/train.py --max_steps 200                       # synthetic data, small CPU model
+accelerate launch --num_processes 2 scripts/train.py --data path/to/coco --model detr-resnet-50
+"""
+
+from __future__ import annotations
+
+import sys
+
+from accelerate import PartialState
+from transformers import HfArgumentParser
+
+from modeling_detr_custom.training.arguments import DetrTrainingArguments
+from modeling_detr_custom.training.hub import HubUploadError
+from modeling_detr_custom.training.loop import NonFiniteLossError, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = HfArgumentParser(DetrTrainingArguments, description=__doc__)
+    try:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        result = train(args)
+    except (NonFiniteLossError, HubUploadError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if PartialState().is_main_process:
+        best = f" and the best to {result.best_model_dir}" if result.best_model_dir else ""
+        print(f"Saved the last model to {result.last_model_dir}{best}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
