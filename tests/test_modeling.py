@@ -401,3 +401,25 @@ def test_larger_batch_with_mixed_padding(model) -> None:
         single = model(inputs["pixel_values"][2:3], pixel_mask=inputs["pixel_mask"][2:3])
     # An image's predictions do not depend on the other images of the batch.
     torch.testing.assert_close(batched.logits[2:3], single.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_torch_export_with_a_pixel_mask_gives_the_eager_outputs() -> None:
+    model = build(seed=3).eval()
+
+    class Detector(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            outputs = self.model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+            return outputs.logits, outputs.pred_boxes
+
+    padded = make_pixel_inputs()
+    exported = torch.export.export(Detector(), (padded["pixel_values"], padded["pixel_mask"])).module()
+    unpadded = {**padded, "pixel_mask": torch.ones_like(padded["pixel_mask"])}  # eager drops an all-ones mask
+    for inputs in (padded, unpadded):
+        with torch.no_grad():
+            expected = Detector()(inputs["pixel_values"], inputs["pixel_mask"])
+            for got, want in zip(exported(inputs["pixel_values"], inputs["pixel_mask"]), expected):
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

@@ -531,16 +531,27 @@ def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
     """Flattens the feature-level mask to `(batch_size, height * width)`; None when nothing is padded.
 
     Dropping an all-ones mask lets SDPA use its fastest kernels; an image without any valid feature would make
-    its attention undefined, so it is reported instead.
+    its attention undefined, so it is reported instead. Both look at the mask's values, which an exported or
+    traced graph cannot branch on: there the mask is always kept (an all-ones mask gives the same numbers).
     """
     if mask is None:
         return None
     flat = mask.flatten(1)  # (B, HW)
+    if _is_exporting():
+        return flat
     valid_counts = flat.sum(1).tolist()  # one device-to-host copy
     if min(valid_counts) == 0:
         empty = [index for index, count in enumerate(valid_counts) if count == 0]
         raise ValueError(f"pixel_mask of images {empty} marks no pixel as valid (1 = real pixel, 0 = padding).")
     return None if min(valid_counts) == flat.shape[1] else flat
+
+
+def _is_exporting() -> bool:
+    """True inside `torch.export`, `torch.onnx.export` and `torch.jit.trace`: graphs without value-dependent branches."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(
+        (is_exporting is not None and is_exporting()) or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    )
 
 
 def _list_with_the_object_detection_pipeline() -> None:
