@@ -547,7 +547,7 @@ def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
 
 
 def _is_exporting() -> bool:
-    """True inside `torch.export`, `torch.onnx.export` and `torch.jit.trace`: graphs without value-dependent branches."""
+    """True inside `torch.export`, `torch.onnx.export` and `torch.jit.trace` (graphs without value branches)."""
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return bool(
         (is_exporting is not None and is_exporting()) or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
