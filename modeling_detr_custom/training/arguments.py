@@ -100,7 +100,18 @@ class DetrTrainingArguments(DetrDataArguments):
     save_total_limit: int = field(default=2, metadata={"help": "Resumable checkpoints kept on disk."})
     resume_from_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "Resume from a checkpoint folder, or 'latest' for the newest complete one in output_dir."},
+        metadata={
+            "help": "Resume from a checkpoint folder, or 'latest' for the newest undamaged one in output_dir. The "
+            "run's own arguments (training_args.json) are restored: --data and --output_dir are enough; flags given "
+            "again must agree with the run's values."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train into an output_dir that holds another run (its checkpoints are kept, never resumed or "
+            "rotated by this run; best/ and last/ are replaced)."
+        },
     )
     seed: int = field(default=42, metadata={"help": "Random seed (each process adds its rank, as the original)."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Data loading worker processes."})
@@ -122,9 +133,16 @@ class DetrTrainingArguments(DetrDataArguments):
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
             "gradient_accumulation_steps",
+            "logging_steps",
+            "save_total_limit",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_steps", "save_steps", "dataloader_num_workers", "max_grad_norm", "lr_backbone"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("Give a positive --num_train_epochs or --max_steps")
         if self.lr_drop_steps < 0:

@@ -1,8 +1,10 @@
 """Resumable training checkpoints written atomically with `accelerator.save_state`.
 
-A checkpoint is first written to `checkpoint-<step>.tmp` and renamed to `checkpoint-<step>` only after every
-process has finished writing and a completion marker holding the training progress is in place. A run killed at
-any moment therefore leaves either a complete checkpoint or a `.tmp` folder that is never picked as "latest".
+A checkpoint is first written to `checkpoint-<step>.tmp`, fsynced, and renamed to `checkpoint-<step>` only after
+every process has finished writing and a completion marker (`training_progress.json`) is in place. The marker holds
+the training progress (step, epoch, best score and its step, the last evaluation), the id of the run that wrote
+it, and the size of every file, so a checkpoint damaged after the fact (a truncated `optimizer.bin`) is recognised
+and resuming falls back to the previous complete one.
 """
 
 from __future__ import annotations
@@ -11,76 +13,175 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
 
-__all__ = ["TrainingProgress", "find_latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+from modeling_detr_custom.training.atomic_folders import OutputWriteError, replace_folder, temporary_sibling
+
+__all__ = [
+    "CheckpointError",
+    "TrainingProgress",
+    "checkpoint_damage",
+    "find_latest_checkpoint",
+    "is_checkpoint_of",
+    "load_checkpoint",
+    "load_latest_checkpoint",
+    "save_checkpoint",
+]
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 PROGRESS_FILE = "training_progress.json"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint named by the user is incomplete or damaged."""
+
+
 @dataclass
 class TrainingProgress:
-    """Where training stands: optimizer steps done, current epoch, batches of that epoch already consumed."""
+    """Where training stands, everything a resumed run needs besides the saved states.
+
+    `best_metrics`/`best_step`: the evaluation that `best/` holds (ties keep the earlier one); `metrics`/
+    `metrics_step`: the latest evaluation, so the step a checkpoint was written at is not evaluated again.
+    """
 
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+    run_id: str = ""
+    best_metrics: dict[str, float] | None = None
+    best_step: int = -1
+    metrics: dict[str, float] | None = None
+    metrics_step: int = -1
+    files: dict[str, int] = field(default_factory=dict)  # relative path -> size in bytes, filled when saving
 
 
 def save_checkpoint(
     accelerator: Accelerator, output_dir: str | os.PathLike, progress: TrainingProgress, keep: int = 2
 ) -> Path:
-    """Save model, optimizer, scheduler and RNG states of every process; returns the final folder."""
+    """Save model, optimizer, scheduler and RNG states of every process; returns the final folder.
+
+    Rotation keeps the newest `keep` checkpoints of this run (`progress.run_id`); another run's are never removed.
+
+    Raises:
+        OutputWriteError: disk full or no permission, naming the folder; the previous checkpoints are untouched.
+    """
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{progress.step}"
-    tmp = output_dir / f"checkpoint-{progress.step}.tmp"
-    if accelerator.is_main_process:
+    tmp = final.with_name(final.name + ".tmp")
+    try:
+        if accelerator.is_main_process:
+            temporary_sibling(final)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            progress.files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+            (tmp / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+            replace_folder(tmp, final)
+            _remove_old_checkpoints(output_dir, keep, progress.run_id)
+    except (OSError, RuntimeError) as error:  # torch reports ENOSPC as "RuntimeError: [enforce fail at ...]"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _remove_old_checkpoints(output_dir, keep)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise OutputWriteError(f"Could not write checkpoint {final} (disk full or no permission?): {reason}") from error
     accelerator.wait_for_everyone()
     return final
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The complete checkpoint with the highest step in `output_dir`, or None. `.tmp` folders are ignored."""
+def checkpoint_damage(path: str | os.PathLike) -> str | None:
+    """Why the checkpoint folder `path` cannot be resumed from (missing marker, missing or truncated file), or None."""
+    path = Path(path)
+    try:
+        progress = json.loads((path / PROGRESS_FILE).read_text())
+    except FileNotFoundError:
+        return f"no {PROGRESS_FILE} (an incomplete checkpoint)"
+    except (OSError, ValueError) as error:
+        return f"unreadable {PROGRESS_FILE}: {error}"
+    for name, size in progress.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != size:
+            return f"{name} has {file.stat().st_size} bytes instead of {size} (truncated or damaged)"
+    return None
+
+
+def _checkpoints(output_dir: str | os.PathLike, run_id: str | None) -> Iterator[Path]:
+    """Complete-looking checkpoints of run `run_id` (None: any run), newest first."""
     candidates = []
     for path in Path(output_dir).glob("checkpoint-*"):
         match = CHECKPOINT_PATTERN.match(path.name)
         if match and (path / PROGRESS_FILE).is_file():
-            candidates.append((int(match.group(1)), path))
-    return max(candidates)[1] if candidates else None
+            if run_id is None or _run_id(path) == run_id:
+                candidates.append((int(match.group(1)), path))
+    for _, path in sorted(candidates, reverse=True):
+        yield path
+
+
+def is_checkpoint_of(path: str | os.PathLike, run_id: str) -> bool:
+    """True when `path` is a complete checkpoint written by run `run_id`."""
+    return (Path(path) / PROGRESS_FILE).is_file() and _run_id(Path(path)) == run_id
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike, run_id: str | None = None) -> Path | None:
+    """The undamaged checkpoint with the highest step (of run `run_id`, if given), or None; `.tmp` is ignored."""
+    return next((path for path in _checkpoints(output_dir, run_id) if checkpoint_damage(path) is None), None)
 
 
 def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> TrainingProgress:
-    """Restore every state saved by `save_checkpoint` and return the progress to continue from."""
+    """Restore every state saved by `save_checkpoint` and return the progress to continue from.
+
+    Raises:
+        CheckpointError: `path` is not a complete checkpoint, or is damaged (the message says which file).
+    """
     path = Path(path)
-    progress_file = path / PROGRESS_FILE
-    if not progress_file.is_file():
-        raise ValueError(
-            f"{path} is not a complete training checkpoint (no {PROGRESS_FILE}); pass a checkpoint-<step> folder "
-            "written by scripts/train.py, or 'latest'."
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        raise CheckpointError(
+            f"{path} cannot be resumed from: {damage}. Pass another checkpoint-<step> folder written by "
+            "scripts/train.py, or 'latest' (the newest undamaged one)."
         )
-    accelerator.load_state(str(path))
-    return TrainingProgress(**json.loads(progress_file.read_text()))
+    try:
+        accelerator.load_state(str(path))
+    except Exception as error:  # safetensors/torch raise many types for a damaged file
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path} cannot be resumed from: {type(error).__name__}: {reason}") from error
+    known = {k: v for k, v in json.loads((path / PROGRESS_FILE).read_text()).items() if k in _FIELDS}
+    return TrainingProgress(**known)
 
 
-def _remove_old_checkpoints(output_dir: Path, keep: int) -> None:
-    complete = sorted(
-        (int(m.group(1)), p) for p in output_dir.glob("checkpoint-*") if (m := CHECKPOINT_PATTERN.match(p.name))
+def load_latest_checkpoint(
+    accelerator: Accelerator, output_dir: str | os.PathLike, run_id: str | None = None
+) -> tuple[Path, TrainingProgress] | None:
+    """Resume from the newest checkpoint of the run that loads; each damaged newer one is reported and skipped."""
+    for path in _checkpoints(output_dir, run_id):
+        try:
+            return path, load_checkpoint(accelerator, path)
+        except CheckpointError as error:
+            accelerator.print(f"warning: {error} Trying the previous checkpoint.")
+    return None
+
+
+_FIELDS = set(TrainingProgress.__dataclass_fields__)
+
+
+def _run_id(path: Path) -> str:
+    try:
+        return json.loads((path / PROGRESS_FILE).read_text()).get("run_id", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def _remove_old_checkpoints(output_dir: Path, keep: int, run_id: str) -> None:
+    own = sorted(
+        (int(m.group(1)), p)
+        for p in output_dir.glob("checkpoint-*")
+        if (m := CHECKPOINT_PATTERN.match(p.name)) and _run_id(p) == run_id
     )
-    for _, path in complete[: max(len(complete) - keep, 0)]:
+    for _, path in own[: max(len(own) - keep, 0)]:
         shutil.rmtree(path, ignore_errors=True)
     for stale in output_dir.glob("checkpoint-*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)

@@ -17,10 +17,12 @@ from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table
 from modeling_detr_custom.evaluation.loop import evaluate_model
 from modeling_detr_custom.training.arguments import DetrTrainingArguments
+from modeling_detr_custom.training.atomic_folders import OutputWriteError, replace_folder, temporary_sibling
 from modeling_detr_custom.training.checkpointing import (
     TrainingProgress,
-    find_latest_checkpoint,
+    is_checkpoint_of,
     load_checkpoint,
+    load_latest_checkpoint,
     save_checkpoint,
 )
 from modeling_detr_custom.training.distributed import make_accelerator
@@ -28,6 +30,12 @@ from modeling_detr_custom.training.hub import push_folder_to_hub, save_hub_check
 from modeling_detr_custom.training.logging_utils import LossMeter, progress_interval
 from modeling_detr_custom.training.models import load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_optimizer
+from modeling_detr_custom.training.run_state import (
+    check_output_dir,
+    free_space_check,
+    resolve_resume_arguments,
+    write_run_file,
+)
 
 __all__ = ["NonFiniteLossError", "TrainResult", "check_finite_loss", "train"]
 
@@ -62,16 +70,23 @@ class _Run:
     eval: DetectionSplit
     steps_per_epoch: int
     max_steps: int
-    metrics: dict[str, float] | None = None
-    metrics_step: int = -1
-    best_metrics: dict[str, float] | None = None
 
 
-def train(args: DetrTrainingArguments) -> TrainResult:
-    """Train, evaluate and save as `args` says; returns where the models went and their metrics."""
+def train(args: DetrTrainingArguments, given: set[str] | None = None) -> TrainResult:
+    """Train, evaluate and save as `args` says; returns where the models went and their metrics.
+
+    Args:
+        args: the arguments; with `resume_from_checkpoint`, the resumed run's saved arguments fill in every field
+            not in `given`.
+        given: names of the flags the user wrote (`run_state.flags_given`); None: the fields that differ from
+            their defaults.
+    """
+    args, run_id = resolve_resume_arguments(args, given)
+    check_output_dir(args)
     run = _setup(args)
     accelerator = run.accelerator
-    progress = _maybe_resume(run, args)
+    progress = _maybe_resume(run, args, run_id)
+    progress.run_id = _start_run(run, args, progress.run_id or run_id)
     if progress.step == 0:  # a resumed run continues with the random states its checkpoint restored
         set_seed(args.seed + accelerator.process_index)  # the original: seed + rank
     output_dir = Path(args.output_dir)
@@ -87,18 +102,36 @@ def train(args: DetrTrainingArguments) -> TrainResult:
         if _train_epoch(run, args, progress, bar, meter):
             _evaluate_and_save(run, args, progress, epoch_end=True)
     bar.close()
-    if run.metrics_step != progress.step:
+    if progress.metrics_step != progress.step:
         _evaluate(run, args, progress)
-    if not (Path(args.output_dir) / f"checkpoint-{progress.step}").is_dir():
+    if not is_checkpoint_of(Path(args.output_dir) / f"checkpoint-{progress.step}", progress.run_id):
         save_checkpoint(accelerator, args.output_dir, progress, keep=args.save_total_limit)
-    last_dir = _save_model(run, args, output_dir / "last", run.metrics)
+    last_dir = _save_model(run, args, output_dir / "last", progress.metrics)
     best_dir = output_dir / "best" if (output_dir / "best").is_dir() else None
     if accelerator.is_main_process:
         _report_skipped(run)
         if args.push_to_hub:
             push_folder_to_hub(last_dir, args.hub_model_id or output_dir.name, private=args.hub_private_repo)
     accelerator.end_training()
-    return TrainResult(output_dir, last_dir, best_dir, run.metrics, run.best_metrics, progress.step)
+    return TrainResult(output_dir, last_dir, best_dir, progress.metrics, progress.best_metrics, progress.step)
+
+
+def _start_run(run: _Run, args: DetrTrainingArguments, run_id: str | None) -> str:
+    """Write the run file (main process) and return the run id every process agrees on."""
+    from accelerate.utils import broadcast_object_list
+
+    accelerator = run.accelerator
+    box = [run_id]
+    if accelerator.is_main_process:
+        box = [write_run_file(args, run_id)]
+        model = accelerator.unwrap_model(run.model)
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        # a checkpoint (weights + two AdamW moments) and the best/ and last/ folders, plus one being written
+        warning = free_space_check(args.output_dir, 6 * weight_bytes)
+        if warning:
+            accelerator.print(warning)
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _setup(args: DetrTrainingArguments) -> _Run:
@@ -154,16 +187,21 @@ def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, Detection
     return train_split, eval_split
 
 
-def _maybe_resume(run: _Run, args: DetrTrainingArguments) -> TrainingProgress:
+def _maybe_resume(run: _Run, args: DetrTrainingArguments, run_id: str | None) -> TrainingProgress:
+    """The progress of the checkpoint resumed from (best score, last evaluation included), or a fresh one."""
     if not args.resume_from_checkpoint:
         return TrainingProgress()
     path = args.resume_from_checkpoint
     if path == "latest":
-        path = find_latest_checkpoint(args.output_dir)
-        if path is None:
+        found = load_latest_checkpoint(run.accelerator, args.output_dir, run_id)
+        if found is None:
             run.accelerator.print(f"No complete checkpoint in {args.output_dir}; starting from scratch.")
             return TrainingProgress()
-    progress = load_checkpoint(run.accelerator, path)
+        path, progress = found
+    else:
+        progress = load_checkpoint(run.accelerator, path)
+    if Path(path).parent.resolve() != Path(args.output_dir).resolve():
+        progress.run_id = ""  # continuing another folder's checkpoint: a new run in this folder
     run.accelerator.print(f"Resumed from {path} at step {progress.step} (epoch {progress.epoch}).")
     return progress
 
@@ -236,9 +274,9 @@ def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress
     accelerator.print(f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}':")
     accelerator.print(format_metrics_table(metrics))
     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=progress.step)
-    run.metrics, run.metrics_step = metrics, progress.step
-    if run.best_metrics is None or metrics["AP"] > run.best_metrics["AP"]:
-        run.best_metrics = metrics
+    progress.metrics, progress.metrics_step = metrics, progress.step
+    if progress.best_metrics is None or metrics["AP"] > progress.best_metrics["AP"]:  # ties keep the earlier
+        progress.best_metrics, progress.best_step = metrics, progress.step
         _save_model(run, args, Path(args.output_dir) / "best", metrics)
 
 
@@ -251,18 +289,30 @@ def _broadcast(accelerator: Accelerator, metrics: dict[str, float] | None) -> di
 
 
 def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: dict | None) -> Path:
+    """Write a Hub folder next to `folder` and swap it in whole: the previous one stays until this one is complete.
+
+    Raises:
+        OutputWriteError: disk full or no permission, naming the folder (the previous `folder` is untouched).
+    """
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(run.model)
-        save_hub_checkpoint(
-            model,
-            run.train.processor,
-            folder,
-            dataset=args.data,
-            hyperparameters=_hparams(args),
-            metrics=metrics,
-        )
+        try:
+            tmp = temporary_sibling(folder)
+            save_hub_checkpoint(
+                model,
+                run.train.processor,
+                tmp,
+                dataset=args.data,
+                hyperparameters=_hparams(args),
+                metrics=metrics,
+                repo_id=folder.name,
+            )
+            replace_folder(tmp, folder)
+        except (OSError, RuntimeError) as error:  # torch reports ENOSPC as "RuntimeError: [enforce fail ...]"
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise OutputWriteError(f"Could not write {folder} (disk full or no permission?): {reason}") from error
     accelerator.wait_for_everyone()
     return folder
 

@@ -12,8 +12,10 @@ from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from modeling_detr_custom.training.arguments import DetrTrainingArguments
+from modeling_detr_custom.training.atomic_folders import OutputWriteError
 from modeling_detr_custom.training.hub import HubUploadError
 from modeling_detr_custom.training.loop import NonFiniteLossError, train
+from modeling_detr_custom.training.run_state import flags_given
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     try:
-        result = train(args)
-    except (NonFiniteLossError, HubUploadError, ValueError, FileNotFoundError) as err:
+        result = train(args, given=flags_given(sys.argv[1:] if argv is None else argv))
+    except (NonFiniteLossError, HubUploadError, OutputWriteError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if PartialState().is_main_process:

@@ -1,0 +1,218 @@
+"""Reliability: each test is one "bad input or bad moment -> a named one-line error / nothing lost".
+
+Resume and best: the run's arguments, its best score and its last evaluation survive a resume.
+Checkpoints: a damaged newest checkpoint is reported and the previous one used; another run's folder is refused.
+Output: `best/` and `last/` are replaced whole; an unwritable output folder is refused before training.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from modeling_detr_custom.apps.cli.train import main as train_main
+from modeling_detr_custom.testing_utils import TINY_TRAINING_CONFIG
+from modeling_detr_custom.training.atomic_folders import recover_folder, replace_folder, temporary_sibling
+from modeling_detr_custom.training.checkpointing import PROGRESS_FILE
+from modeling_detr_custom.training.run_state import RUN_FILE
+
+DATA = "synthetic:num_train=4,num_val=2,image_size=64,seed=3"
+TINY_MODEL = {**TINY_TRAINING_CONFIG, "freeze_backbone_batch_norm": False, "backbone_trainable_layers": 5}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("reliability")
+    (path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _offline_cache(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(workdir / "cache"))
+
+
+def _train(output_dir: Path, *extra: str, model: Path | None = None) -> int:
+    argv = ["--data", DATA, "--output_dir", str(output_dir), "--report_to", "none"]
+    if model is not None:
+        argv += ["--model", str(model), "--per_device_train_batch_size", "2", "--logging_steps", "1"]
+    return train_main(argv + list(extra))
+
+
+@pytest.fixture(scope="module")
+def finished_run(workdir: Path) -> Path:
+    """A 2-step run of a non-default model, evaluated and checkpointed at every step."""
+    output_dir = workdir / "finished"
+    code = _train(output_dir, "--max_steps", "2", "--save_steps", "1", "--eval_steps", "1", model=workdir / "tiny.json")
+    assert code == 0
+    return output_dir
+
+
+def _copy(run: Path, name: str) -> Path:
+    target = run.parent / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(run, target)
+    return target
+
+
+def _progress(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / PROGRESS_FILE).read_text())
+
+
+# --- resume: one run state -------------------------------------------------------------------------------------
+
+
+def test_every_run_writes_its_resolved_arguments(finished_run: Path, workdir: Path) -> None:
+    saved = json.loads((finished_run / RUN_FILE).read_text())
+    assert saved["arguments"]["model"] == str(workdir / "tiny.json") and saved["run_id"]
+    assert _progress(finished_run / "checkpoint-2")["run_id"] == saved["run_id"]
+
+
+def test_resume_with_only_data_and_output_dir_restores_the_model(finished_run: Path, capsys) -> None:
+    # Without the restored --model, the default preset is built and loading the checkpoint fails (size mismatch).
+    run = _copy(finished_run, "resume-minimal")
+    capsys.readouterr()
+    assert train_main(["--data", DATA, "--output_dir", str(run), "--resume_from_checkpoint", "latest",
+                       "--max_steps", "3", "--report_to", "none"]) == 0  # fmt: skip
+    assert "Resumed from" in capsys.readouterr().out
+    assert _progress(run / "checkpoint-3")["step"] == 3
+
+
+def test_resume_with_a_flag_that_disagrees_names_the_difference(finished_run: Path, capsys) -> None:
+    run = _copy(finished_run, "resume-disagree")
+    code = _train(run, "--resume_from_checkpoint", "latest", "--learning_rate", "0.5", "--max_steps", "3")
+    err = capsys.readouterr().err
+    assert code == 1 and "--learning_rate 0.5 (the run used 0.0001)" in err and "Traceback" not in err
+
+
+def test_resume_keeps_the_best_score_and_does_not_replace_best_with_a_worse_model(finished_run: Path) -> None:
+    checkpoint = _progress(finished_run / "checkpoint-2")
+    assert checkpoint["best_metrics"] is not None and checkpoint["best_step"] in (1, 2)
+    run = _copy(finished_run, "resume-best")
+    marker = run / "checkpoint-2" / PROGRESS_FILE
+    progress = _progress(run / "checkpoint-2")
+    progress["best_metrics"]["AP"] = 2.0  # a best no later evaluation can beat
+    marker.write_text(json.dumps(progress))
+    best_before = (run / "best" / "model.safetensors").read_bytes()
+    assert _train(run, "--resume_from_checkpoint", "latest", "--max_steps", "3", "--eval_steps", "1") == 0
+    assert (run / "best" / "model.safetensors").read_bytes() == best_before
+    assert _progress(run / "checkpoint-3")["best_metrics"]["AP"] == 2.0
+
+
+def test_resume_at_the_last_step_does_not_evaluate_it_again(finished_run: Path, capsys) -> None:
+    run = _copy(finished_run, "resume-same-step")
+    capsys.readouterr()
+    assert _train(run, "--resume_from_checkpoint", "latest") == 0
+    assert "COCO bbox" not in capsys.readouterr().out
+
+
+# --- damaged checkpoints, another run's folder --------------------------------------------------------------------
+
+
+def test_truncated_optimizer_in_newest_checkpoint_is_reported_and_the_previous_one_used(finished_run, capsys) -> None:
+    run = _copy(finished_run, "damaged-optimizer")
+    optimizer = run / "checkpoint-2" / "optimizer.bin"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    capsys.readouterr()
+    assert _train(run, "--resume_from_checkpoint", "latest", "--max_steps", "3") == 0
+    out = capsys.readouterr().out
+    assert "optimizer.bin has 100 bytes" in out and f"Resumed from {run / 'checkpoint-1'}" in out
+
+
+def test_truncated_weights_behind_an_old_marker_are_reported_and_the_previous_checkpoint_used(finished_run, capsys):
+    run = _copy(finished_run, "damaged-weights")
+    progress = _progress(run / "checkpoint-2")
+    del progress["files"]  # a marker without sizes: the load itself must notice
+    (run / "checkpoint-2" / PROGRESS_FILE).write_text(json.dumps(progress))
+    weights = run / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    capsys.readouterr()
+    assert _train(run, "--resume_from_checkpoint", "latest", "--max_steps", "3") == 0
+    out = capsys.readouterr().out
+    assert "checkpoint-2 cannot be resumed from" in out and f"Resumed from {run / 'checkpoint-1'}" in out
+
+
+def test_damaged_checkpoint_named_explicitly_gives_a_one_line_error(finished_run: Path, capsys) -> None:
+    run = _copy(finished_run, "damaged-explicit")
+    optimizer = run / "checkpoint-2" / "optimizer.bin"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    assert _train(run, "--resume_from_checkpoint", str(run / "checkpoint-2"), "--max_steps", "3") == 1
+    err = capsys.readouterr().err
+    assert "optimizer.bin has 100 bytes" in err and "Traceback" not in err
+
+
+def test_output_dir_holding_another_run_is_refused(finished_run: Path, workdir: Path, capsys) -> None:
+    assert _train(finished_run, "--max_steps", "1", model=workdir / "tiny.json") == 1
+    assert "already holds a training run" in capsys.readouterr().err
+
+
+def test_overwrite_output_dir_never_rotates_or_resumes_the_other_runs_checkpoints(finished_run, workdir) -> None:
+    run = _copy(finished_run, "overwritten")
+    other = _progress(run / "checkpoint-2")["run_id"]
+    common = ("--save_steps", "1", "--eval_steps", "100", "--save_total_limit", "1")
+    assert _train(run, "--overwrite_output_dir", "--max_steps", "1", *common, model=workdir / "tiny.json") == 0
+    assert (run / "checkpoint-1").is_dir() and (run / "checkpoint-2").is_dir()  # its own newest, and the other's
+    mine = _progress(run / "checkpoint-1")["run_id"]
+    assert mine != other
+    assert _train(run, "--resume_from_checkpoint", "latest", "--max_steps", "2", *common) == 0
+    assert _progress(run / "checkpoint-2")["run_id"] == mine and not (run / "checkpoint-1").exists()
+
+
+# --- best/ and last/ written whole; the output folder --------------------------------------------------------------
+
+
+def test_best_is_replaced_whole_and_a_kill_between_the_renames_keeps_the_previous_one(tmp_path: Path) -> None:
+    final = tmp_path / "best"
+    final.mkdir()
+    (final / "config.json").write_text("old")
+    tmp = temporary_sibling(final)
+    (tmp / "config.json").write_text("new")
+    replace_folder(tmp, final)
+    assert (final / "config.json").read_text() == "new" and not tmp.exists()
+    # killed after `best` was moved aside and before the new one took its place:
+    (tmp_path / "best").rename(tmp_path / "best.old")
+    recover_folder(final)
+    assert (final / "config.json").read_text() == "new"
+
+
+def test_disk_full_while_writing_last_names_the_folder_and_keeps_the_previous_last(finished_run, monkeypatch, capsys):
+    run = _copy(finished_run, "disk-full")
+    last_before = (run / "last" / "model.safetensors").read_bytes()
+
+    def full_disk(model, processor, folder, **kwargs):
+        (Path(folder) / "config.json").write_text("{")  # half written
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 123 vs 456")
+
+    monkeypatch.setattr("modeling_detr_custom.training.loop.save_hub_checkpoint", full_disk)
+    assert _train(run, "--resume_from_checkpoint", "latest", "--max_steps", "3", "--eval_steps", "100") == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"Could not write {run / 'last'}" in errors[0] and "Traceback" not in err
+    assert (run / "last" / "model.safetensors").read_bytes() == last_before
+
+
+def test_unwritable_output_dir_is_refused_before_training(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert _train(blocker / "run", "--max_steps", "1") == 1
+    err = capsys.readouterr().err
+    assert f"Cannot write to --output_dir {blocker / 'run'}" in err and "Traceback" not in err
+
+
+# --- arguments validated at parse time ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--logging_steps", "0", "--logging_steps must be >= 1"),
+        ("--save_total_limit", "0", "--save_total_limit must be >= 1"),
+        ("--save_total_limit", "-1", "--save_total_limit must be >= 1"),
+        ("--eval_steps", "-1", "--eval_steps must be >= 0"),
+    ],
+)
+def test_bad_argument_values_are_refused_at_parse_time(flag: str, value: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        train_main(["--output_dir", "unused", flag, value])
+    assert message in capsys.readouterr().err
