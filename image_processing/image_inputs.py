@@ -10,7 +10,14 @@ import PIL.Image
 import torch
 from torch import Tensor
 
-__all__ = ["ACCEPTED_IMAGES", "ImageInput", "describe", "image_to_tensor", "make_list_of_images"]
+__all__ = [
+    "ACCEPTED_IMAGES",
+    "ImageInput",
+    "describe",
+    "image_to_tensor",
+    "make_list_of_images",
+    "to_8bit_pil",
+]
 
 ImageInput = PIL.Image.Image | np.ndarray | Tensor
 
@@ -120,6 +127,24 @@ def image_to_tensor(image: ImageInput, index: int = 0) -> Tensor:
     if tensor.shape[0] == 1:
         return tensor.expand(3, -1, -1)
     return tensor[:3]
+
+
+def to_8bit_pil(image: PIL.Image.Image) -> PIL.Image.Image:
+    """A high-bit-depth PIL image (modes "I;16*", "I", "F") as 8-bit "L" with its full range kept; others unchanged.
+
+    The one rule for high-bit-depth images, shared with `image_to_tensor`: 16-bit values are divided by 65535 and
+    float values must already be in [0, 1]; here the result is then rounded to the nearest of 256 levels (so the
+    processor sees it within 0.5/255 of the same image passed directly). PIL's own `convert("RGB")` clips 16-bit
+    values at 255 instead, which turns almost every 16-bit photo white. Used by every reader of image files
+    (training, evaluation, prediction), whose augmentation works on 8-bit PIL images.
+
+    Raises:
+        ValueError: mode "I" values outside [0, 65535], or mode "F" values outside [0, 1].
+    """
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    unit = image_to_tensor(image)[0]  # (H, W) float32 in [0, 1], by the rule above
+    return PIL.Image.fromarray((unit * 255).round().to(torch.uint8).numpy(), mode="L")
 
 
 def make_list_of_images(images: Any) -> list[Any]:

@@ -192,6 +192,29 @@ def test_disk_full_while_writing_last_names_the_folder_and_keeps_the_previous_la
     assert (run / "last" / "model.safetensors").read_bytes() == last_before
 
 
+def test_disk_full_while_writing_a_checkpoint_names_it_and_keeps_the_previous_ones(finished_run, monkeypatch, capsys):
+    run = _copy(finished_run, "disk-full-checkpoint")
+
+    def full_disk(self, output_dir, **kwargs):
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 123 vs 456")
+
+    monkeypatch.setattr("accelerate.Accelerator.save_state", full_disk)
+    assert _train(run, "--resume_from_checkpoint", "latest", "--max_steps", "3", "--save_steps", "1") == 1
+    err = capsys.readouterr().err
+    assert f"Could not write {run / 'checkpoint-3'} (disk full or no permission?)" in err
+    assert "Traceback" not in err and not (run / "checkpoint-3.tmp").exists()
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_too_little_free_space_is_reported_at_start(tmp_path: Path, workdir: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(
+        "modeling_detr_custom.training.run_state.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0)
+    )
+    assert _train(tmp_path / "run", "--max_steps", "1", model=workdir / "tiny.json") == 0
+    assert f"warning: {tmp_path / 'run'} has 0 MiB free" in capsys.readouterr().out
+
+
 def test_unwritable_output_dir_is_refused_before_training(tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -216,3 +239,40 @@ def test_bad_argument_values_are_refused_at_parse_time(flag: str, value: str, me
     with pytest.raises(SystemExit):
         train_main(["--output_dir", "unused", flag, value])
     assert message in capsys.readouterr().err
+
+
+# --- images -------------------------------------------------------------------------------------------------------
+
+
+def test_16_bit_png_keeps_its_full_range_and_agrees_with_the_processor(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from image_processing import DetrCustomImageProcessor
+    from modeling_detr_custom.data.images import open_image
+
+    gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (32, 1))  # (H, W) 0 .. 65535
+    path = tmp_path / "depth.png"
+    Image.fromarray(gradient).save(path)
+    assert Image.open(path).mode.startswith("I")  # 16-bit as PIL reads it
+
+    opened = np.asarray(open_image(path))  # what training, evaluation and prediction read
+    assert opened.dtype == np.uint8 and opened.shape == (32, 64, 3)
+    assert opened.min() == 0 and opened.max() == 255 and len(np.unique(opened)) == 64  # not clipped white
+    processor = DetrCustomImageProcessor(do_resize=False, do_normalize=False)
+    direct = processor(Image.open(path))["pixel_values"][0]  # the processor given the 16-bit image itself
+    via_reader = processor(open_image(path))["pixel_values"][0]
+    torch.testing.assert_close(via_reader, direct, rtol=0, atol=0.5 / 255 + 1e-6)
+
+
+def test_32_bit_integer_image_out_of_16_bit_range_names_the_file(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from modeling_detr_custom.data.images import open_image
+
+    path = tmp_path / "wide.tiff"
+    Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(path)
+    with pytest.raises(ValueError, match=r"Cannot read image .*wide.tiff.*outside \[0, 65535\]"):
+        open_image(path)

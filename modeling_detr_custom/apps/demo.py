@@ -203,10 +203,11 @@ def _draw_pipeline_detections(
     from transformers import pipeline
 
     from modeling_detr_custom.apps.visualize import draw_detections
+    from modeling_detr_custom.data.images import open_image
 
     paths = sorted((data_dir / "val").glob("*.png"))[: args.num_images]
     detector = pipeline("object-detection", model=str(checkpoint_dir), device="cpu")
-    images = [Image.open(path).convert("RGB") for path in paths]
+    images = [open_image(path) for path in paths]
     detections = detector(images, threshold=args.threshold, batch_size=len(images))
     tiles = []
     for image, image_detections in zip(images, detections):

@@ -14,6 +14,8 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from image_processing.image_inputs import to_8bit_pil
+
 __all__ = ["ImageSource", "check_images", "image_size", "open_image"]
 
 ImageSource = str | os.PathLike | dict[str, Any]
@@ -23,7 +25,10 @@ _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # rotations by 90 or 270 degrees swap 
 
 
 def open_image(source: ImageSource, description: str | None = None) -> Image.Image:
-    """Opens and fully decodes an image, applies its EXIF orientation and converts it to RGB.
+    """Opens and fully decodes an image, applies its EXIF orientation and converts it to 8-bit RGB.
+
+    16-bit and float images keep their full range (`image_processing.image_inputs.to_8bit_pil`, the processor's
+    own rule), instead of being clipped at 255.
 
     Args:
         source: A file path or a `{"bytes", "path"}` dict.
@@ -35,7 +40,7 @@ def open_image(source: ImageSource, description: str | None = None) -> Image.Ima
     try:
         with _open(source) as image:
             image.load()
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return to_8bit_pil(ImageOps.exif_transpose(image)).convert("RGB")
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
         raise ValueError(f"Cannot read image {description or _name(source)}: {error}") from error
 

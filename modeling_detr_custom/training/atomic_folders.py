@@ -8,13 +8,41 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["OutputWriteError", "fsync_tree", "recover_folder", "replace_folder", "temporary_sibling"]
+__all__ = [
+    "OutputWriteError",
+    "fsync_tree",
+    "recover_folder",
+    "replace_folder",
+    "temporary_sibling",
+    "write_on_every_process",
+]
 
 
 class OutputWriteError(RuntimeError):
     """Writing into the output folder failed (disk full, no permission); the message names the path."""
+
+
+def write_on_every_process(accelerator: Any, write: Callable[[], None], target: Path) -> None:
+    """Run `write` on every process; if it fails anywhere, every process raises the same `OutputWriteError`.
+
+    Without this, a process whose disk write failed would leave the others waiting at the next barrier forever.
+    OSError and torch's RuntimeError for ENOSPC ("[enforce fail at inline_container.cc ...]") are what a full or
+    read-only disk raises.
+    """
+    from accelerate.utils import gather_object
+
+    reason = None
+    try:
+        write()
+    except (OSError, RuntimeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    reasons = [r for r in gather_object([reason]) if r] if accelerator.num_processes > 1 else [r for r in [reason] if r]
+    if reasons:
+        raise OutputWriteError(f"Could not write {target} (disk full or no permission?): {reasons[0]}")
 
 
 def temporary_sibling(final: Path) -> Path:

@@ -19,7 +19,12 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from modeling_detr_custom.training.atomic_folders import OutputWriteError, replace_folder, temporary_sibling
+from modeling_detr_custom.training.atomic_folders import (
+    OutputWriteError,
+    replace_folder,
+    temporary_sibling,
+    write_on_every_process,
+)
 
 __all__ = [
     "CheckpointError",
@@ -72,22 +77,23 @@ def save_checkpoint(
     output_dir = Path(output_dir)
     final = output_dir / f"checkpoint-{progress.step}"
     tmp = final.with_name(final.name + ".tmp")
-    try:
-        if accelerator.is_main_process:
-            temporary_sibling(final)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+    main = accelerator.is_main_process
+
+    def complete() -> None:
+        if main:
             progress.files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
             (tmp / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
             replace_folder(tmp, final)
             _remove_old_checkpoints(output_dir, keep, progress.run_id)
-    except (OSError, RuntimeError) as error:  # torch reports ENOSPC as "RuntimeError: [enforce fail at ...]"
-        shutil.rmtree(tmp, ignore_errors=True)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise OutputWriteError(f"Could not write checkpoint {final} (disk full or no permission?): {reason}") from error
-    accelerator.wait_for_everyone()
+
+    try:
+        write_on_every_process(accelerator, lambda: temporary_sibling(final) if main else None, final)
+        write_on_every_process(accelerator, lambda: accelerator.save_state(str(tmp)), final)
+        write_on_every_process(accelerator, complete, final)
+    except OutputWriteError:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
 
 

@@ -17,7 +17,7 @@ from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table
 from modeling_detr_custom.evaluation.loop import evaluate_model
 from modeling_detr_custom.training.arguments import DetrTrainingArguments
-from modeling_detr_custom.training.atomic_folders import OutputWriteError, replace_folder, temporary_sibling
+from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
 from modeling_detr_custom.training.checkpointing import (
     TrainingProgress,
     is_checkpoint_of,
@@ -184,6 +184,10 @@ def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, Detection
     common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed}
     train_split = load_detection_split(args.data, args.train_split, train=True, augment=not args.no_augment, **common)
     eval_split = load_detection_split(args.data, args.eval_split, train=False, mapping=train_split.mapping, **common)
+    for option, split in (("--train_split", train_split), ("--eval_split", eval_split)):
+        if len(split.dataset) == 0:
+            skipped = " after skipping bad data (--on_bad_data skip)" if args.on_bad_data == "skip" else ""
+            raise ValueError(f"{option} {getattr(args, option[2:])!r} of {args.data} has no images{skipped}.")
     return train_split, eval_split
 
 
@@ -295,13 +299,12 @@ def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: d
         OutputWriteError: disk full or no permission, naming the folder (the previous `folder` is untouched).
     """
     accelerator = run.accelerator
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        model = accelerator.unwrap_model(run.model)
-        try:
+
+    def write() -> None:
+        if accelerator.is_main_process:
             tmp = temporary_sibling(folder)
             save_hub_checkpoint(
-                model,
+                accelerator.unwrap_model(run.model),
                 run.train.processor,
                 tmp,
                 dataset=args.data,
@@ -310,10 +313,9 @@ def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: d
                 repo_id=folder.name,
             )
             replace_folder(tmp, folder)
-        except (OSError, RuntimeError) as error:  # torch reports ENOSPC as "RuntimeError: [enforce fail ...]"
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise OutputWriteError(f"Could not write {folder} (disk full or no permission?): {reason}") from error
+
     accelerator.wait_for_everyone()
+    write_on_every_process(accelerator, write, folder)
     return folder
 
 
