@@ -276,3 +276,126 @@ def test_32_bit_integer_image_out_of_16_bit_range_names_the_file(tmp_path: Path)
     Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(path)
     with pytest.raises(ValueError, match=r"Cannot read image .*wide.tiff.*outside \[0, 65535\]"):
         open_image(path)
+
+
+# --- bad data: one line naming the file, the entry and the field --------------------------------------------------
+
+
+def _coco(root: Path, content: object, raw: str | None = None) -> Path:
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "train").mkdir(exist_ok=True)
+    text = raw if raw is not None else json.dumps(content)
+    (root / "annotations" / "instances_train.json").write_text(text)
+    return root
+
+
+def _good_coco() -> dict:
+    return {
+        "images": [{"id": 1, "file_name": "0001.png", "width": 32, "height": 32}],
+        "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+
+
+def _with(path: str, value: object) -> dict:
+    """`_good_coco()` with one field replaced, e.g. `_with("images.0.id", "1")`."""
+    content = _good_coco()
+    *parents, last = path.split(".")
+    target = content
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    target[int(last) if isinstance(target, list) else last] = value
+    return content
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ([_good_coco()], "the JSON root is a list"),
+        (_with("annotations", None), "'annotations' must be a list of objects, got null"),
+        (_with("images", {"id": 1}), "'images' must be a list of objects"),
+        (_with("annotations.0", 7), "annotations[0] must be an object, got 7"),
+        (_with("images.0", "0001.png"), 'images[0] must be an object, got "0001.png"'),
+        (_with("images.0.id", "1"), "images[0] (0001.png) 'id' is \"1\"; expected an integer in [0, 2**63)"),
+        (_with("images.0.id", 1.5), "images[0] (0001.png) 'id' is 1.5; expected an integer"),
+        (_with("images.0.id", 2**64), "images[0] (0001.png) 'id' is 18446744073709551616; expected an integer"),
+        (_with("annotations.0.image_id", "1"), "annotations[0] 'image_id' is \"1\""),
+        (_with("annotations.0.id", "a5"), "annotations[0] 'id' is \"a5\""),
+        (_with("categories.0.id", "1"), "'categories': Category ids must be integers, got '1' (str)"),
+    ],
+    ids=[
+        "root-is-list",
+        "annotations-null",
+        "images-not-list",
+        "annotation-not-object",
+        "image-not-object",
+        "string-image-id",
+        "float-image-id",
+        "huge-image-id",
+        "string-image-id-in-annotation",
+        "string-annotation-id",
+        "string-category-id",
+    ],
+)
+def test_malformed_coco_json_names_the_file_entry_and_field(tmp_path: Path, content: object, message: str) -> None:
+    from modeling_detr_custom.data import load_detection_split
+
+    root = _coco(tmp_path / "coco", content)
+    with pytest.raises(ValueError) as error:
+        load_detection_split(str(root), "train")
+    text = str(error.value)
+    assert message in text and "instances_train.json" in text and "\n" not in text
+
+
+def test_json_syntax_error_names_the_file(tmp_path: Path) -> None:
+    from modeling_detr_custom.data import load_detection_split
+
+    root = _coco(tmp_path / "coco", None, raw='{"images": [')
+    with pytest.raises(ValueError, match=r"instances_train\.json is not valid JSON: Expecting value: line 1"):
+        load_detection_split(str(root), "train")
+
+
+def test_iscrowd_2_is_refused_naming_the_annotation_and_skipped_with_skip(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from modeling_detr_custom.data import load_detection_split
+
+    root = _coco(tmp_path / "coco", _with("annotations.0.iscrowd", 2))
+    Image.new("RGB", (32, 32)).save(root / "train" / "0001.png")
+    with pytest.raises(ValueError, match=r"Annotation 5 of image .*0001\.png.*iscrowd"):
+        load_detection_split(str(root), "train")
+    split = load_detection_split(str(root), "train", on_error="skip")
+    assert split.report() and len(split.dataset) == 1  # the image stays, without the annotation
+
+
+def test_empty_train_split_is_named(tmp_path: Path, workdir: Path, capsys) -> None:
+    root = _coco(tmp_path / "coco", _with("images", []) | {"annotations": []})
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(_with("images", []) | {"annotations": []}))
+    argv = ["--data", str(root), "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
+    assert train_main(argv + ["--model", str(workdir / "tiny.json"), "--max_steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"--train_split 'train' of {root} has no images" in err and "Traceback" not in err
+
+
+# --- bad model inputs and configs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int64", "float64"])
+def test_pixel_values_of_the_wrong_dtype_are_refused_by_name(dtype: str) -> None:
+    import torch
+
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.testing_utils import make_pixel_inputs, make_tiny_config
+
+    model = DetrCustomForObjectDetection(make_tiny_config()).eval()
+    inputs = make_pixel_inputs()
+    pixel_values = (inputs["pixel_values"] * 50).to(getattr(torch, dtype))
+    with pytest.raises(TypeError, match=f"pixel_values has dtype torch.{dtype}"):
+        model(pixel_values=pixel_values, pixel_mask=inputs["pixel_mask"])
+
+
+def test_unknown_backbone_name_fails_at_config_validation() -> None:
+    from modeling_detr_custom import DetrCustomConfig
+
+    with pytest.raises(ValueError, match="backbone 'resnet5O' is not a timm model name"):
+        DetrCustomConfig(backbone="resnet5O")

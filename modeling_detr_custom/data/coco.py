@@ -64,12 +64,11 @@ def read_coco_split(
             an annotation points at a missing image.
     """
     annotation_file = coco_annotation_file(root, split)
-    with annotation_file.open() as f:
-        coco_json = json.load(f)
-    for key in ("images", "categories"):
-        if not isinstance(coco_json.get(key), list):
-            raise ValueError(f"{annotation_file} has no {key!r} list; is it a COCO instances file?")
-    mapping = CategoryMapping.from_coco_categories(coco_json["categories"])
+    coco_json = _read_coco_json(annotation_file)
+    try:
+        mapping = CategoryMapping.from_coco_categories(coco_json["categories"])
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"{annotation_file}: 'categories': {error}") from error
     annotations_by_image = _group_annotations(coco_json, annotation_file, report)
     image_folder = Path(root) / split
     records: list[ImageRecord] = []
@@ -89,6 +88,50 @@ def read_coco_split(
         )
     info = coco_json.get("info")
     return records, mapping, info if isinstance(info, dict) else {}
+
+
+# Image ids become int64 columns and pycocotools keys; larger ids cannot be stored.
+_MAX_IMAGE_ID = 2**63 - 1
+
+
+def _read_coco_json(annotation_file: Path) -> dict[str, Any]:
+    """The parsed JSON, its structure checked: the errors name the file, the list, the entry and the field.
+
+    Image ids must be integers in [0, 2**63) (a float or string id would be truncated or refused deep inside
+    pyarrow), annotation ids integers or absent, and every entry of `images`, `annotations` and `categories` an
+    object. `annotations` may be missing (a split without labels) but not null.
+    """
+    try:
+        with annotation_file.open(encoding="utf-8") as f:
+            coco_json = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{annotation_file} is not valid JSON: {error}") from error
+    if not isinstance(coco_json, dict):
+        raise ValueError(
+            f"{annotation_file}: the JSON root is a {type(coco_json).__name__}; a COCO instances file is an object "
+            "with 'images', 'annotations' and 'categories' lists."
+        )
+    for key in ("images", "categories", "annotations"):
+        entries = coco_json.get(key, [] if key == "annotations" else None)
+        if not isinstance(entries, list):
+            found = "missing" if key not in coco_json else f"{json.dumps(entries)[:40]}"
+            raise ValueError(f"{annotation_file}: {key!r} must be a list of objects, got {found}.")
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ValueError(f"{annotation_file}: {key}[{index}] must be an object, got {json.dumps(entry)[:40]}.")
+    for index, image in enumerate(coco_json["images"]):
+        _check_id(image.get("id"), f"{annotation_file}: images[{index}] ({image.get('file_name')}) 'id'")
+    for index, annotation in enumerate(coco_json.get("annotations", [])):
+        where = f"{annotation_file}: annotations[{index}]"
+        _check_id(annotation.get("image_id"), f"{where} 'image_id'")
+        if annotation.get("id") is not None:
+            _check_id(annotation["id"], f"{where} 'id'")
+    return coco_json
+
+
+def _check_id(value: Any, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_IMAGE_ID:
+        raise ValueError(f"{where} is {json.dumps(value)}; expected an integer in [0, 2**63).")
 
 
 def _group_annotations(

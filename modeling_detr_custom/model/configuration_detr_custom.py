@@ -197,6 +197,13 @@ def _check_backbone(config: DetrCustomConfig) -> None:
         )
     if not config.backbone_config.backbone:
         raise ValueError("backbone_config.backbone is empty; set backbone to a timm model name such as 'resnet50'.")
+    import timm  # the backbone is built with timm, so a name it does not know can never build
+
+    if not timm.is_model(config.backbone_config.backbone):
+        raise ValueError(
+            f"backbone {config.backbone_config.backbone!r} is not a timm model name; use a CNN that timm builds with "
+            "features_only, e.g. 'resnet50', 'resnet101', 'regnetx_002' (see timm.list_models())."
+        )
     _check_int_range(config, "backbone_trainable_layers", 0, _NUM_BACKBONE_STAGES)
     _check_int_range(config, "num_channels", 1, None)
 

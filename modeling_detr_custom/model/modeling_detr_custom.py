@@ -274,7 +274,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         output_attentions = _default(output_attentions, self.config.output_attentions)
         output_hidden_states = _default(output_hidden_states, self.config.output_hidden_states)
         return_dict = _default(return_dict, self.config.return_dict)
-        _check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
+        _check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels, self.dtype)
 
         feature_map, mask = self.backbone(pixel_values, pixel_mask)
         key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
@@ -516,10 +516,21 @@ def _default(value: bool | None, default: bool | None) -> bool:
     return bool(default) if value is None else value
 
 
-def _check_pixel_inputs(pixel_values: Tensor, pixel_mask: Tensor | None, num_channels: int) -> None:
+def _check_pixel_inputs(pixel_values: Tensor, pixel_mask: Tensor | None, num_channels: int, dtype: torch.dtype) -> None:
     if not isinstance(pixel_values, Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
         shape = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else type(pixel_values).__name__
         raise ValueError(f"pixel_values must have shape (batch_size, {num_channels}, height, width), got {shape}.")
+    if not pixel_values.is_floating_point():  # integer images were never rescaled and normalised
+        raise TypeError(
+            f"pixel_values has dtype {pixel_values.dtype}; the model takes float images rescaled and normalised by "
+            "the image processor (DetrCustomImageProcessor)."
+        )
+    if pixel_values.dtype != dtype and not torch.is_autocast_enabled(pixel_values.device.type):
+        # Not cast silently: a float64 batch would otherwise fail inside the first convolution.
+        raise TypeError(
+            f"pixel_values has dtype {pixel_values.dtype} but the model's weights are {dtype}; cast the images with "
+            f"`.to({dtype})` (or run under torch.autocast)."
+        )
     if pixel_mask is not None and tuple(pixel_mask.shape) != (pixel_values.shape[0], *pixel_values.shape[2:]):
         raise ValueError(
             f"pixel_mask must have shape (batch_size, height, width) = "
