@@ -399,3 +399,71 @@ def test_unknown_backbone_name_fails_at_config_validation() -> None:
 
     with pytest.raises(ValueError, match="backbone 'resnet5O' is not a timm model name"):
         DetrCustomConfig(backbone="resnet5O")
+
+
+# --- evaluation does not depend on the batch size -----------------------------------------------------------------
+
+MIXED_SIZES = [(80, 60), (60, 80), (64, 64), (100, 50), (80, 60), (50, 90), (64, 64)]  # (width, height)
+
+
+@pytest.fixture(scope="module")
+def mixed_size_coco(workdir: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    root = workdir / "mixed"
+    (root / "val").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    images, annotations = [], []
+    for index, (width, height) in enumerate(MIXED_SIZES, start=1):
+        pixels = np.random.default_rng(index).integers(0, 255, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "val" / f"{index}.png")
+        images.append({"id": index, "file_name": f"{index}.png", "width": width, "height": height})
+        annotations.append({"id": index, "image_id": index, "category_id": 1 + index % 2, "bbox": [5, 5, 30, 20]})
+    categories = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    coco = {"images": images, "annotations": annotations, "categories": categories}
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(coco))
+    return root
+
+
+def _evaluate_at(root: Path, batch_size: int):
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.data import default_processor, load_detection_split
+    from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator
+    from modeling_detr_custom.evaluation.loop import evaluate_model
+    from modeling_detr_custom.testing_utils import make_tiny_config
+
+    split = load_detection_split(str(root), "val", processor=default_processor(64))
+    torch.manual_seed(0)
+    model = DetrCustomForObjectDetection(make_tiny_config(num_labels=2)).eval()
+    loader = DataLoader(split.dataset, batch_size=batch_size, collate_fn=split.collate_fn)
+    evaluator = CocoEvaluator(split.coco, split.mapping)
+    metrics = evaluate_model(model, loader, split.processor, evaluator, split.mapping, Accelerator(cpu=True))
+    return metrics, evaluator.predictions, model, split
+
+
+def test_evaluation_numbers_do_not_depend_on_the_batch_size_with_mixed_image_sizes(mixed_size_coco: Path) -> None:
+    import numpy as np
+    import torch
+
+    reference_metrics, reference, model, split = _evaluate_at(mixed_size_coco, 1)
+    for batch_size in (2, 5):
+        metrics, predictions, _, _ = _evaluate_at(mixed_size_coco, batch_size)
+        assert metrics == pytest.approx(reference_metrics, abs=1e-6)
+        assert predictions.keys() == reference.keys()
+        for image_id in reference:
+            for key in ("scores", "boxes"):
+                np.testing.assert_allclose(predictions[image_id][key], reference[image_id][key], rtol=0, atol=1e-4)
+            np.testing.assert_allclose(predictions[image_id]["scores"], reference[image_id]["scores"], atol=1e-6)
+    # The test can fail: run the same model on one padded batch and the small images' scores move.
+    batch = split.collate_fn([split.dataset[i] for i in range(5)])
+    height, width = int(batch["pixel_mask"][1, :, 0].sum()), int(batch["pixel_mask"][1, 0, :].sum())
+    assert (height, width) != tuple(batch["pixel_mask"].shape[1:])  # image 1 is padded in this batch
+    with torch.no_grad():
+        padded = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]).logits.softmax(-1)
+        alone = model(pixel_values=batch["pixel_values"][1:2, :, :height, :width]).logits.softmax(-1)
+    assert (padded[1] - alone[0]).abs().max() > 1e-4
