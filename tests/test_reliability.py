@@ -467,3 +467,18 @@ def test_evaluation_numbers_do_not_depend_on_the_batch_size_with_mixed_image_siz
         padded = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]).logits.softmax(-1)
         alone = model(pixel_values=batch["pixel_values"][1:2, :, :height, :width]).logits.softmax(-1)
     assert (padded[1] - alone[0]).abs().max() > 1e-4
+
+
+def test_the_readme_resume_command_runs_as_written(finished_run: Path) -> None:
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if "--resume_from_checkpoint latest" in line)
+    words = shlex.split(line)
+    assert words[:2] == ["python", "scripts/train.py"]
+    run = _copy(finished_run, "readme-resume")
+    shutil.rmtree(run / "checkpoint-2")  # interrupted after step 1: no checkpoint-2, no last/
+    shutil.rmtree(run / "last")
+    argv = [{"path/to/coco": DATA, "outputs/my-detr": str(run)}.get(word, word) for word in words[2:]]
+    assert train_main(argv) == 0
+    assert _progress(run / "checkpoint-2")["step"] == 2 and (run / "last" / "config.json").is_file()
