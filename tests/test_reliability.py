@@ -482,3 +482,46 @@ def test_the_readme_resume_command_runs_as_written(finished_run: Path) -> None:
     argv = [{"path/to/coco": DATA, "outputs/my-detr": str(run)}.get(word, word) for word in words[2:]]
     assert train_main(argv) == 0
     assert _progress(run / "checkpoint-2")["step"] == 2 and (run / "last" / "config.json").is_file()
+
+
+# --- damaged or mismatched model folders --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_models(workdir: Path) -> Path:
+    from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomImageProcessor
+    from modeling_detr_custom.testing_utils import make_tiny_config
+
+    root = workdir / "models"
+    model = DetrCustomForObjectDetection(make_tiny_config())
+    for name in ("truncated", "mismatched"):
+        model.save_pretrained(root / name)
+        DetrCustomImageProcessor().save_pretrained(root / name)
+    weights = root / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    config = json.loads((root / "mismatched" / "config.json").read_text())
+    (root / "mismatched" / "config.json").write_text(json.dumps({**config, "d_model": 64}))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("truncated", "the weights cannot be read"), ("mismatched", "the weights' shapes do not match its config.json")],
+)
+def test_damaged_model_folder_gives_one_line_in_evaluate_and_predict(saved_models: Path, name: str, message, capsys):
+    from modeling_detr_custom.apps.cli.evaluate import main as evaluate_main
+    from modeling_detr_custom.apps.cli.predict import main as predict_main
+
+    folder = saved_models / name
+    assert evaluate_main(["--model", str(folder), "--data", DATA, "--split", "val"]) == 1
+    assert predict_main(["--model", str(folder), str(folder / "config.json")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all(f"Cannot load the model in {folder}: {message}" in line for line in errors)
+
+
+def test_fine_tuning_from_a_checkpoint_whose_weights_do_not_fit_refuses_instead_of_reinitialising(saved_models):
+    from modeling_detr_custom.data import CategoryMapping
+    from modeling_detr_custom.training.models import load_model_for_training
+
+    with pytest.raises(ValueError, match=r"weight\(s\) besides the class head do not fit .* re-initialised"):
+        load_model_for_training(str(saved_models / "mismatched"), CategoryMapping([1, 2]))

@@ -8,12 +8,11 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
+from modeling_detr_custom.apps.loading import load_detector
 from modeling_detr_custom.data import CategoryMapping, load_detection_split
 from modeling_detr_custom.data.records import check_bad_data_policy
 from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table
 from modeling_detr_custom.evaluation.loop import evaluate_model
-from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
 from modeling_detr_custom.training.arguments import ON_BAD_DATA_HELP
 from modeling_detr_custom.training.distributed import make_accelerator
 
@@ -50,8 +49,7 @@ def evaluate_checkpoint(args: EvaluateArguments) -> dict[str, float] | None:
     script wrote into its config; a model trained on other categories is refused rather than scored wrongly.
     """
     accelerator = make_accelerator(mixed_precision=args.mixed_precision)
-    model = DetrCustomForObjectDetection.from_pretrained(args.model)
-    processor = DetrCustomImageProcessor.from_pretrained(args.model)
+    model, processor = load_detector(args.model)
     model_mapping = CategoryMapping.from_config(model.config)
     with accelerator.main_process_first():
         split = load_detection_split(args.data, args.split, processor=processor, on_error=args.on_bad_data)

@@ -23,10 +23,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
+from modeling_detr_custom.apps.loading import load_detector
 from modeling_detr_custom.apps.visualize import draw_detections
 from modeling_detr_custom.data.images import open_image
-from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -104,8 +103,7 @@ class ObjectDetector:
         device = _check_device(device)
         if not Path(checkpoint).is_dir() and not _HUB_ID.fullmatch(checkpoint):
             raise ValueError(f"--model {checkpoint}: no such checkpoint folder, and not a Hub id (owner/name).")
-        model = DetrCustomForObjectDetection.from_pretrained(checkpoint)
-        processor = DetrCustomImageProcessor.from_pretrained(checkpoint)
+        model, processor = load_detector(checkpoint)
         return cls(model, processor, device)
 
     @torch.inference_mode()

@@ -74,8 +74,25 @@ def load_model_for_training(
     # Only keys the config class declares may go through `from_pretrained`: any other (such as `category_ids`
     # for a checkpoint that was not trained here) would be passed on to the model's constructor.
     labels = {"id2label": mapping.id2label, "label2id": mapping.label2id}
-    loaded = DetrCustomForObjectDetection.from_pretrained(
-        model, ignore_mismatched_sizes=True, token=os.environ.get("HF_TOKEN"), **labels
+    loaded, info = DetrCustomForObjectDetection.from_pretrained(
+        model, ignore_mismatched_sizes=True, output_loading_info=True, token=os.environ.get("HF_TOKEN"), **labels
     )
+    _check_only_class_head_mismatched(model, info.get("mismatched_keys", []))
     mapping.apply_to_config(loaded.config)
     return loaded, model
+
+
+# A new number of classes changes only the class head; any other tensor that does not fit means the folder's
+# config.json and weights belong to different models, and training would silently start those from scratch.
+_CLASS_HEAD = "class_labels_classifier."
+
+
+def _check_only_class_head_mismatched(model: str, mismatched: Any) -> None:
+    others = [(str(name), tuple(old), tuple(new)) for name, old, new in mismatched if not name.startswith(_CLASS_HEAD)]
+    if others:
+        name, old, new = others[0]
+        raise ValueError(
+            f"--model {model}: {len(others)} weight(s) besides the class head do not fit the model its config.json "
+            f"describes (e.g. {name}: {old} in the weights, {new} in the model); they would be re-initialised. "
+            "Check that config.json and model.safetensors come from the same checkpoint."
+        )
