@@ -525,3 +525,22 @@ def test_fine_tuning_from_a_checkpoint_whose_weights_do_not_fit_refuses_instead_
 
     with pytest.raises(ValueError, match=r"weight\(s\) besides the class head do not fit .* re-initialised"):
         load_model_for_training(str(saved_models / "mismatched"), CategoryMapping([1, 2]))
+
+
+def test_fine_tuning_from_a_checkpoint_with_other_classes_reinitialises_only_the_class_head(saved_models, tmp_path):
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.data import CategoryMapping
+    from modeling_detr_custom.testing_utils import make_tiny_config
+    from modeling_detr_custom.training.models import load_model_for_training
+
+    DetrCustomForObjectDetection(make_tiny_config()).save_pretrained(tmp_path / "good")
+    model, base = load_model_for_training(str(tmp_path / "good"), CategoryMapping([1, 2, 3, 4, 5, 6, 7]))
+    assert base == str(tmp_path / "good") and model.class_labels_classifier.out_features == 8
+
+
+def test_vit_backbone_gives_a_named_error_instead_of_a_key_error() -> None:
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.testing_utils import make_tiny_config
+
+    with pytest.raises(ValueError, match=r"backbone 'vit_tiny_patch16_224' is not supported: .*Use a CNN backbone"):
+        DetrCustomForObjectDetection(make_tiny_config(backbone="vit_tiny_patch16_224"))

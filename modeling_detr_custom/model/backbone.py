@@ -111,6 +111,12 @@ class TimmConvEncoder(nn.Module):
             if fold_batch_norm:
                 fold_frozen_batch_norms(self.model)
         stage_modules = [info["module"] for info in self.model.feature_info.info]
+        missing = sorted(set(stage_modules) - {module_name for module_name, _ in self.model.named_modules()})
+        if missing:  # e.g. a ViT: its features model wraps the blocks, so stages cannot be frozen by name
+            raise ValueError(
+                f"backbone {name!r} is not supported: timm's features_only model has no stage modules {missing}. "
+                "Use a CNN backbone (ResNet, RegNet, ConvNeXt, ...), e.g. 'resnet50'."
+            )
         self._stage_of_parameter = stage_index_per_parameter(self.model, stage_modules)
         self._frozen_batch_norms: list[nn.Module] = []
         self.set_trainable_layers(trainable_layers)
