@@ -544,3 +544,17 @@ def test_vit_backbone_gives_a_named_error_instead_of_a_key_error() -> None:
 
     with pytest.raises(ValueError, match=r"backbone 'vit_tiny_patch16_224' is not supported: .*Use a CNN backbone"):
         DetrCustomForObjectDetection(make_tiny_config(backbone="vit_tiny_patch16_224"))
+
+
+@pytest.mark.parametrize(("damage", "message"), [("config", "config.json is damaged"), ("weights", "has no weights")])
+def test_push_to_hub_refuses_a_half_written_folder(saved_models: Path, tmp_path: Path, damage: str, message) -> None:
+    from modeling_detr_custom.training.hub import HubUploadError, push_folder_to_hub
+
+    folder = tmp_path / "best"
+    shutil.copytree(saved_models / "mismatched", folder)
+    if damage == "config":
+        (folder / "config.json").write_text("")  # what a kill during an in-place write used to leave
+    else:
+        (folder / "model.safetensors").unlink()
+    with pytest.raises(HubUploadError, match=message):
+        push_folder_to_hub(folder, "someone/model", token="not-used")

@@ -169,6 +169,12 @@ def push_folder_to_hub(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise HubUploadError(f"{folder} is not a checkpoint folder (no config.json)")
+    try:  # a folder left half-written by an older version or a copy: never upload it
+        json.loads((folder / "config.json").read_text())
+    except ValueError as error:
+        raise HubUploadError(f"{folder / 'config.json'} is damaged ({error}); not uploading") from error
+    if not any(folder.glob("*.safetensors")):
+        raise HubUploadError(f"{folder} has no weights (*.safetensors); not uploading")
     token = token or os.environ.get("HF_TOKEN")
     with hub_errors(repo_id, token):
         api = HfApi(token=token)
