@@ -558,3 +558,50 @@ def test_push_to_hub_refuses_a_half_written_folder(saved_models: Path, tmp_path:
         (folder / "model.safetensors").unlink()
     with pytest.raises(HubUploadError, match=message):
         push_folder_to_hub(folder, "someone/model", token="not-used")
+
+
+def test_evaluation_with_two_processes_equals_one_process_on_mixed_image_sizes(mixed_size_coco, workdir) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.data import CategoryMapping, default_processor
+    from modeling_detr_custom.testing_utils import make_tiny_config
+
+    checkpoint = workdir / "mixed-model"
+    model = DetrCustomForObjectDetection(make_tiny_config(num_labels=2))
+    CategoryMapping([1, 2], ["a", "b"]).apply_to_config(model.config)
+    model.save_pretrained(checkpoint)
+    default_processor(64).save_pretrained(checkpoint)
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py")
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    launchers = {
+        1: [sys.executable],
+        2: [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+            "no", "--dynamo_backend", "no", "--main_process_port", "0"],
+    }  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    results = {}
+    for processes, batch_size in ((1, 5), (2, 2)):
+        output, detections = workdir / f"mixed-{processes}.json", workdir / f"mixed-{processes}-detections.json"
+        command = launchers[processes] + [script, "--model", str(checkpoint), "--data", str(mixed_size_coco)]
+        command += ["--output", str(output), "--detections", str(detections)]
+        command += ["--per_device_eval_batch_size", str(batch_size)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[processes] = json.loads(output.read_text()), json.loads(detections.read_text())
+    assert results[2][0] == pytest.approx(results[1][0], abs=1e-6)
+
+    def rows(detections: list[dict]) -> np.ndarray:
+        table = np.array([[d["image_id"], d["category_id"], d["score"], *d["bbox"]] for d in detections])
+        order = np.lexsort((table[:, 3], np.round(table[:, 2], 5), table[:, 1], table[:, 0]))
+        return table[order]
+
+    one, two = rows(results[1][1]), rows(results[2][1])
+    assert one.shape == two.shape and len(np.unique(one[:, 0])) == len(MIXED_SIZES)
+    np.testing.assert_array_equal(two[:, :2], one[:, :2])  # image and category of every detection
+    np.testing.assert_allclose(two[:, 2], one[:, 2], rtol=0, atol=1e-6)  # scores
+    np.testing.assert_allclose(two[:, 3:], one[:, 3:], rtol=0, atol=1e-3)  # boxes, in pixels
