@@ -605,3 +605,24 @@ def test_evaluation_with_two_processes_equals_one_process_on_mixed_image_sizes(m
     np.testing.assert_array_equal(two[:, :2], one[:, :2])  # image and category of every detection
     np.testing.assert_allclose(two[:, 2], one[:, 2], rtol=0, atol=1e-6)  # scores
     np.testing.assert_allclose(two[:, 3:], one[:, 3:], rtol=0, atol=1e-3)  # boxes, in pixels
+
+
+def test_predictions_do_not_depend_on_the_batch_size_with_mixed_image_sizes(saved_models: Path) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.apps.predict import ObjectDetector
+    from modeling_detr_custom.data import default_processor
+    from modeling_detr_custom.testing_utils import make_tiny_config
+
+    torch.manual_seed(0)
+    detector = ObjectDetector(DetrCustomForObjectDetection(make_tiny_config()).eval(), default_processor(64), "cpu")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in MIXED_SIZES]
+    alone = [detector.detect([image], threshold=0.0)[0] for image in images]
+    together = detector.detect(images, threshold=0.0)
+    for single, batched in zip(alone, together):
+        assert [d["label_id"] for d in batched] == [d["label_id"] for d in single]
+        assert [d["score"] for d in batched] == pytest.approx([d["score"] for d in single], abs=2e-5)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from modeling_detr_custom.apps.loading import load_detector
 from modeling_detr_custom.apps.visualize import draw_detections
 from modeling_detr_custom.data.images import open_image
+from modeling_detr_custom.evaluation.loop import forward_by_image_size
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -113,7 +114,7 @@ class ObjectDetector:
         """Detections per image, best first.
 
         Args:
-            images: RGB images (any sizes; they are batched together).
+            images: RGB images (any sizes; images of equal processed size share a forward pass).
             threshold: Keep detections scoring above this.
             top_k: Keep at most this many per image.
 
@@ -124,14 +125,17 @@ class ObjectDetector:
         if not images:
             return []
         inputs = self.processor(images=list(images), return_tensors="pt")
-        outputs = self.model(
-            pixel_values=inputs["pixel_values"].to(self.device), pixel_mask=inputs["pixel_mask"].to(self.device)
-        )
-        target_sizes = [(image.height, image.width) for image in images]
-        results = self.processor.post_process_object_detection(
-            outputs, threshold=threshold, target_sizes=target_sizes, top_k=top_k
-        )
-        return [self._as_records(result) for result in results]
+        pixel_values, pixel_mask = inputs["pixel_values"].to(self.device), inputs["pixel_mask"].to(self.device)
+        records: list[list[dict[str, Any]]] = [[] for _ in images]
+        # Each image at its own size, as evaluation does: padding would make detections depend on the batch.
+        for indices, outputs in forward_by_image_size(self.model, pixel_values, pixel_mask):
+            target_sizes = [(images[i].height, images[i].width) for i in indices]
+            results = self.processor.post_process_object_detection(
+                outputs, threshold=threshold, target_sizes=target_sizes, top_k=top_k
+            )
+            for i, result in zip(indices, results):
+                records[i] = self._as_records(result)
+        return records
 
     def _as_records(self, result: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         order = result["scores"].argsort(descending=True)
