@@ -82,7 +82,10 @@ def recover_folder(final: Path) -> None:
     """Put back `<final>.old` if a kill between the two renames of `replace_folder` left `final` missing."""
     old = final.with_name(final.name + ".old")
     if old.is_dir() and not final.exists():
-        os.replace(old, final)
+        try:
+            os.replace(old, final)
+        except FileNotFoundError:  # another process of the same run put it back first
+            pass
 
 
 def _fsync_dir(folder: Path) -> None:

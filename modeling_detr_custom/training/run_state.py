@@ -114,7 +114,7 @@ def resolve_resume_arguments(
             continue
         if name not in given:
             restored[name] = value
-        elif getattr(args, name) != value and name not in MAY_CHANGE_ON_RESUME:
+        elif not _same(getattr(args, name), value) and name not in MAY_CHANGE_ON_RESUME:
             differences.append(f"--{name} {getattr(args, name)!r} (the run used {value!r})")
     if differences:
         raise ValueError(
@@ -123,6 +123,15 @@ def resolve_resume_arguments(
         )
     run_id = saved.get("run_id") if source.resolve() == Path(args.output_dir).resolve() else None
     return dataclasses.replace(args, **restored), run_id
+
+
+def _same(given: Any, saved: Any) -> bool:
+    """Equal values, or two spellings of one existing path (relative and absolute)."""
+    if given == saved:
+        return True
+    if isinstance(given, str) and isinstance(saved, str) and os.path.exists(given) and os.path.exists(saved):
+        return os.path.samefile(given, saved)
+    return False
 
 
 def check_output_dir(args: DetrTrainingArguments) -> None:
