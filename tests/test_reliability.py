@@ -79,6 +79,25 @@ def test_resume_with_only_data_and_output_dir_restores_the_model(finished_run: P
     assert _progress(run / "checkpoint-3")["step"] == 3
 
 
+def test_resume_from_a_checkpoint_path_into_a_new_folder_restores_that_runs_arguments(finished_run, workdir) -> None:
+    target = workdir / "continued-elsewhere"
+    shutil.rmtree(target, ignore_errors=True)
+    source = _copy(finished_run, "resume-path-source")
+    argv = ["--data", DATA, "--output_dir", str(target), "--resume_from_checkpoint", str(source / "checkpoint-1")]
+    assert train_main(argv) == 0
+    saved = json.loads((target / RUN_FILE).read_text())
+    assert saved["arguments"]["model"] == str(workdir / "tiny.json")
+    assert saved["run_id"] != json.loads((source / RUN_FILE).read_text())["run_id"]  # a new run in a new folder
+    assert _progress(target / "checkpoint-2")["run_id"] == saved["run_id"]
+
+
+def test_flags_are_recognised_with_dashes_and_equals_signs() -> None:
+    from modeling_detr_custom.training.run_state import flags_given
+
+    argv = ["--model=x", "--learning-rate", "0.1", "--no_augment", "value-not-a-flag"]
+    assert flags_given(argv) == {"model", "learning_rate", "no_augment"}
+
+
 def test_resume_with_a_flag_that_disagrees_names_the_difference(finished_run: Path, capsys) -> None:
     run = _copy(finished_run, "resume-disagree")
     code = _train(run, "--resume_from_checkpoint", "latest", "--learning_rate", "0.5", "--max_steps", "3")
