@@ -645,3 +645,22 @@ def test_predictions_do_not_depend_on_the_batch_size_with_mixed_image_sizes(save
     for single, batched in zip(alone, together):
         assert [d["label_id"] for d in batched] == [d["label_id"] for d in single]
         assert [d["score"] for d in batched] == pytest.approx([d["score"] for d in single], abs=2e-5)
+
+
+@pytest.mark.parametrize(("image_ids", "shown"), [(["a7", "b8"], '"a7"'), ([1.5, 2.5], "1.5")])
+def test_datasets_folder_with_string_or_float_image_ids_names_the_row(tmp_path: Path, image_ids, shown) -> None:
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from modeling_detr_custom.data import load_detection_split
+
+    rows = {
+        "image_id": image_ids,
+        "image": [Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8))] * 2,
+        "objects": [{"bbox": [[1.0, 1.0, 5.0, 5.0]], "category": ["cat"]}] * 2,
+    }
+    folder = tmp_path / "hf"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(folder))
+    with pytest.raises(ValueError, match=rf"row 0 'image_id' is {shown}; expected an integer in \[0, 2\*\*63\)"):
+        load_detection_split(str(folder), "train")

@@ -20,7 +20,7 @@ from typing import Any
 from pycocotools.coco import COCO
 
 from modeling_detr_custom.data.categories import CategoryMapping
-from modeling_detr_custom.data.records import DataReport, ImageRecord
+from modeling_detr_custom.data.records import DataReport, ImageRecord, check_integer_id
 
 __all__ = ["build_coco_gt", "coco_annotation_file", "is_coco_folder", "read_coco_split"]
 
@@ -90,10 +90,6 @@ def read_coco_split(
     return records, mapping, info if isinstance(info, dict) else {}
 
 
-# Image ids become int64 columns and pycocotools keys; larger ids cannot be stored.
-_MAX_IMAGE_ID = 2**63 - 1
-
-
 def _read_coco_json(annotation_file: Path) -> dict[str, Any]:
     """The parsed JSON, its structure checked: the errors name the file, the list, the entry and the field.
 
@@ -120,18 +116,13 @@ def _read_coco_json(annotation_file: Path) -> dict[str, Any]:
             if not isinstance(entry, dict):
                 raise ValueError(f"{annotation_file}: {key}[{index}] must be an object, got {json.dumps(entry)[:40]}.")
     for index, image in enumerate(coco_json["images"]):
-        _check_id(image.get("id"), f"{annotation_file}: images[{index}] ({image.get('file_name')}) 'id'")
+        check_integer_id(image.get("id"), f"{annotation_file}: images[{index}] ({image.get('file_name')}) 'id'")
     for index, annotation in enumerate(coco_json.get("annotations", [])):
         where = f"{annotation_file}: annotations[{index}]"
-        _check_id(annotation.get("image_id"), f"{where} 'image_id'")
+        check_integer_id(annotation.get("image_id"), f"{where} 'image_id'")
         if annotation.get("id") is not None:
-            _check_id(annotation["id"], f"{where} 'id'")
+            check_integer_id(annotation["id"], f"{where} 'id'")
     return coco_json
-
-
-def _check_id(value: Any, where: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_IMAGE_ID:
-        raise ValueError(f"{where} is {json.dumps(value)}; expected an integer in [0, 2**63).")
 
 
 def _group_annotations(

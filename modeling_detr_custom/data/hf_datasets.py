@@ -18,7 +18,7 @@ from typing import Any
 import datasets
 
 from modeling_detr_custom.data.categories import CategoryMapping
-from modeling_detr_custom.data.records import ImageRecord
+from modeling_detr_custom.data.records import ImageRecord, check_integer_id
 
 __all__ = ["load_hf_split", "read_hf_split"]
 
@@ -85,7 +85,11 @@ def read_hf_split(
     for row, row_objects in enumerate(objects):
         records.append(
             {
-                "image_id": int(columns["image_id"][row]) if "image_id" in columns else row,
+                "image_id": (
+                    check_integer_id(columns["image_id"][row], f"{description} row {row} 'image_id'")
+                    if "image_id" in columns
+                    else row
+                ),
                 "file_name": f"{paths[row]} ({description}, row {row})" if paths[row] else f"{description} row {row}",
                 "width": columns["width"][row] if "width" in columns else None,
                 "height": columns["height"][row] if "height" in columns else None,

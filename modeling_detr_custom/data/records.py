@@ -13,7 +13,9 @@ file and the annotation id; with `on_error="skip"` it is logged, counted and the
 
 from __future__ import annotations
 
+import json
 import logging
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
@@ -27,6 +29,7 @@ __all__ = [
     "DataReport",
     "ImageRecord",
     "check_bad_data_policy",
+    "check_integer_id",
     "validate_annotation",
     "validate_records",
 ]
@@ -62,6 +65,22 @@ def check_bad_data_policy(value: str, option: str = "on_error") -> None:
     """Raises a `ValueError` naming `option` unless `value` is one of `BAD_DATA_POLICIES`."""
     if value not in BAD_DATA_POLICIES:
         raise ValueError(f"{option} must be 'raise' or 'skip', got {value!r}.")
+
+
+# Image ids become int64 columns and pycocotools keys; larger ids cannot be stored.
+MAX_ID = 2**63 - 1
+
+
+def check_integer_id(value: Any, where: str) -> int:
+    """`value` as an int if it is an integer in [0, 2**63); else a `ValueError` naming `where`.
+
+    Floats are refused even when they hold an integer: `int()` would silently truncate 1.5, and a string id would
+    fail deep inside pyarrow or pycocotools.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_ID:
+        shown = json.dumps(value) if isinstance(value, (str, int, float, type(None))) else repr(value)
+        raise ValueError(f"{where} is {shown}; expected an integer in [0, 2**63).")
+    return int(value)
 
 
 class DataReport:
