@@ -1,8 +1,10 @@
 """Reliability: each test is one "bad input or bad moment -> a named one-line error / nothing lost".
 
-Resume and best: the run's arguments, its best score and its last evaluation survive a resume.
+Resume: the run's arguments, its best score and its last evaluation survive a resume; disagreeing flags are named.
 Checkpoints: a damaged newest checkpoint is reported and the previous one used; another run's folder is refused.
-Output: `best/` and `last/` are replaced whole; an unwritable output folder is refused before training.
+Output: `best/` and `last/` are replaced whole; full disks and unwritable folders give one line, nothing saved lost.
+Bad data, images, model inputs and folders: one line naming the file, the entry and the field.
+Evaluation and prediction: the same numbers whatever the batch size or the number of processes.
 """
 
 import json
@@ -18,6 +20,8 @@ from modeling_detr_custom.training.checkpointing import PROGRESS_FILE
 from modeling_detr_custom.training.run_state import RUN_FILE
 
 DATA = "synthetic:num_train=4,num_val=2,image_size=64,seed=3"
+
+
 TINY_MODEL = {**TINY_TRAINING_CONFIG, "freeze_backbone_batch_norm": False, "backbone_trainable_layers": 5}
 
 
@@ -60,7 +64,7 @@ def _progress(checkpoint: Path) -> dict:
     return json.loads((checkpoint / PROGRESS_FILE).read_text())
 
 
-# --- resume: one run state -------------------------------------------------------------------------------------
+# --- resume: one run state --------------------------------------------------------------------------------------------
 
 
 def test_every_run_writes_its_resolved_arguments(finished_run: Path, workdir: Path) -> None:
@@ -77,6 +81,21 @@ def test_resume_with_only_data_and_output_dir_restores_the_model(finished_run: P
                        "--max_steps", "3", "--report_to", "none"]) == 0  # fmt: skip
     assert "Resumed from" in capsys.readouterr().out
     assert _progress(run / "checkpoint-3")["step"] == 3
+
+
+def test_the_readme_resume_command_runs_as_written(finished_run: Path) -> None:
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if "--resume_from_checkpoint latest" in line)
+    words = shlex.split(line)
+    assert words[:2] == ["python", "scripts/train.py"]
+    run = _copy(finished_run, "readme-resume")
+    shutil.rmtree(run / "checkpoint-2")  # interrupted after step 1: no checkpoint-2, no last/
+    shutil.rmtree(run / "last")
+    argv = [{"path/to/coco": DATA, "outputs/my-detr": str(run)}.get(word, word) for word in words[2:]]
+    assert train_main(argv) == 0
+    assert _progress(run / "checkpoint-2")["step"] == 2 and (run / "last" / "config.json").is_file()
 
 
 def test_resume_from_a_checkpoint_path_into_a_new_folder_restores_that_runs_arguments(finished_run, workdir) -> None:
@@ -126,7 +145,7 @@ def test_resume_at_the_last_step_does_not_evaluate_it_again(finished_run: Path, 
     assert "COCO bbox" not in capsys.readouterr().out
 
 
-# --- damaged checkpoints, another run's folder --------------------------------------------------------------------
+# --- damaged checkpoints, another run's folder ------------------------------------------------------------------------
 
 
 def test_truncated_optimizer_in_newest_checkpoint_is_reported_and_the_previous_one_used(finished_run, capsys) -> None:
@@ -178,7 +197,7 @@ def test_overwrite_output_dir_never_rotates_or_resumes_the_other_runs_checkpoint
     assert _progress(run / "checkpoint-2")["run_id"] == mine and not (run / "checkpoint-1").exists()
 
 
-# --- best/ and last/ written whole; the output folder --------------------------------------------------------------
+# --- best/ and last/ written whole; the output folder; the disk -------------------------------------------------------
 
 
 def test_best_is_replaced_whole_and_a_kill_between_the_renames_keeps_the_previous_one(tmp_path: Path) -> None:
@@ -242,7 +261,21 @@ def test_unwritable_output_dir_is_refused_before_training(tmp_path: Path, capsys
     assert f"Cannot write to --output_dir {blocker / 'run'}" in err and "Traceback" not in err
 
 
-# --- arguments validated at parse time ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("damage", "message"), [("config", "config.json is damaged"), ("weights", "has no weights")])
+def test_push_to_hub_refuses_a_half_written_folder(saved_models: Path, tmp_path: Path, damage: str, message) -> None:
+    from modeling_detr_custom.training.hub import HubUploadError, push_folder_to_hub
+
+    folder = tmp_path / "best"
+    shutil.copytree(saved_models / "mismatched", folder)
+    if damage == "config":
+        (folder / "config.json").write_text("")  # what a kill during an in-place write used to leave
+    else:
+        (folder / "model.safetensors").unlink()
+    with pytest.raises(HubUploadError, match=message):
+        push_folder_to_hub(folder, "someone/model", token="not-used")
+
+
+# --- arguments validated at parse time --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -260,44 +293,7 @@ def test_bad_argument_values_are_refused_at_parse_time(flag: str, value: str, me
     assert message in capsys.readouterr().err
 
 
-# --- images -------------------------------------------------------------------------------------------------------
-
-
-def test_16_bit_png_keeps_its_full_range_and_agrees_with_the_processor(tmp_path: Path) -> None:
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from image_processing import DetrCustomImageProcessor
-    from modeling_detr_custom.data.images import open_image
-
-    gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (32, 1))  # (H, W) 0 .. 65535
-    path = tmp_path / "depth.png"
-    Image.fromarray(gradient).save(path)
-    assert Image.open(path).mode.startswith("I")  # 16-bit as PIL reads it
-
-    opened = np.asarray(open_image(path))  # what training, evaluation and prediction read
-    assert opened.dtype == np.uint8 and opened.shape == (32, 64, 3)
-    assert opened.min() == 0 and opened.max() == 255 and len(np.unique(opened)) == 64  # not clipped white
-    processor = DetrCustomImageProcessor(do_resize=False, do_normalize=False)
-    direct = processor(Image.open(path))["pixel_values"][0]  # the processor given the 16-bit image itself
-    via_reader = processor(open_image(path))["pixel_values"][0]
-    torch.testing.assert_close(via_reader, direct, rtol=0, atol=0.5 / 255 + 1e-6)
-
-
-def test_32_bit_integer_image_out_of_16_bit_range_names_the_file(tmp_path: Path) -> None:
-    import numpy as np
-    from PIL import Image
-
-    from modeling_detr_custom.data.images import open_image
-
-    path = tmp_path / "wide.tiff"
-    Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(path)
-    with pytest.raises(ValueError, match=r"Cannot read image .*wide.tiff.*outside \[0, 65535\]"):
-        open_image(path)
-
-
-# --- bad data: one line naming the file, the entry and the field --------------------------------------------------
+# --- bad data: one line naming the file, the entry and the field ------------------------------------------------------
 
 
 def _coco(root: Path, content: object, raw: str | None = None) -> Path:
@@ -374,6 +370,25 @@ def test_json_syntax_error_names_the_file(tmp_path: Path) -> None:
         load_detection_split(str(root), "train")
 
 
+@pytest.mark.parametrize(("image_ids", "shown"), [(["a7", "b8"], '"a7"'), ([1.5, 2.5], "1.5")])
+def test_datasets_folder_with_string_or_float_image_ids_names_the_row(tmp_path: Path, image_ids, shown) -> None:
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    from modeling_detr_custom.data import load_detection_split
+
+    rows = {
+        "image_id": image_ids,
+        "image": [Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8))] * 2,
+        "objects": [{"bbox": [[1.0, 1.0, 5.0, 5.0]], "category": ["cat"]}] * 2,
+    }
+    folder = tmp_path / "hf"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(folder))
+    with pytest.raises(ValueError, match=rf"row 0 'image_id' is {shown}; expected an integer in \[0, 2\*\*63\)"):
+        load_detection_split(str(folder), "train")
+
+
 def test_iscrowd_2_is_refused_naming_the_annotation_and_skipped_with_skip(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -396,7 +411,44 @@ def test_empty_train_split_is_named(tmp_path: Path, workdir: Path, capsys) -> No
     assert f"--train_split 'train' of {root} has no images" in err and "Traceback" not in err
 
 
-# --- bad model inputs and configs ---------------------------------------------------------------------------------
+# --- images -----------------------------------------------------------------------------------------------------------
+
+
+def test_16_bit_png_keeps_its_full_range_and_agrees_with_the_processor(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from image_processing import DetrCustomImageProcessor
+    from modeling_detr_custom.data.images import open_image
+
+    gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (32, 1))  # (H, W) 0 .. 65535
+    path = tmp_path / "depth.png"
+    Image.fromarray(gradient).save(path)
+    assert Image.open(path).mode.startswith("I")  # 16-bit as PIL reads it
+
+    opened = np.asarray(open_image(path))  # what training, evaluation and prediction read
+    assert opened.dtype == np.uint8 and opened.shape == (32, 64, 3)
+    assert opened.min() == 0 and opened.max() == 255 and len(np.unique(opened)) == 64  # not clipped white
+    processor = DetrCustomImageProcessor(do_resize=False, do_normalize=False)
+    direct = processor(Image.open(path))["pixel_values"][0]  # the processor given the 16-bit image itself
+    via_reader = processor(open_image(path))["pixel_values"][0]
+    torch.testing.assert_close(via_reader, direct, rtol=0, atol=0.5 / 255 + 1e-6)
+
+
+def test_32_bit_integer_image_out_of_16_bit_range_names_the_file(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from modeling_detr_custom.data.images import open_image
+
+    path = tmp_path / "wide.tiff"
+    Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(path)
+    with pytest.raises(ValueError, match=r"Cannot read image .*wide.tiff.*outside \[0, 65535\]"):
+        open_image(path)
+
+
+# --- bad model inputs, configs and model folders ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int64", "float64"])
@@ -420,7 +472,67 @@ def test_unknown_backbone_name_fails_at_config_validation() -> None:
         DetrCustomConfig(backbone="resnet5O")
 
 
-# --- evaluation does not depend on the batch size -----------------------------------------------------------------
+def test_vit_backbone_gives_a_named_error_instead_of_a_key_error() -> None:
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.testing_utils import make_tiny_config
+
+    with pytest.raises(ValueError, match=r"backbone 'vit_tiny_patch16_224' is not supported: .*Use a CNN backbone"):
+        DetrCustomForObjectDetection(make_tiny_config(backbone="vit_tiny_patch16_224"))
+
+
+@pytest.fixture(scope="module")
+def saved_models(workdir: Path) -> Path:
+    from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomImageProcessor
+    from modeling_detr_custom.testing_utils import make_tiny_config
+
+    root = workdir / "models"
+    model = DetrCustomForObjectDetection(make_tiny_config())
+    for name in ("truncated", "mismatched"):
+        model.save_pretrained(root / name)
+        DetrCustomImageProcessor().save_pretrained(root / name)
+    weights = root / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:2000])
+    config = json.loads((root / "mismatched" / "config.json").read_text())
+    (root / "mismatched" / "config.json").write_text(json.dumps({**config, "d_model": 64}))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("truncated", "the weights cannot be read"), ("mismatched", "the weights' shapes do not match its config.json")],
+)
+def test_damaged_model_folder_gives_one_line_in_evaluate_and_predict(saved_models: Path, name: str, message, capsys):
+    from modeling_detr_custom.apps.cli.evaluate import main as evaluate_main
+    from modeling_detr_custom.apps.cli.predict import main as predict_main
+
+    folder = saved_models / name
+    assert evaluate_main(["--model", str(folder), "--data", DATA, "--split", "val"]) == 1
+    assert predict_main(["--model", str(folder), str(folder / "config.json")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all(f"Cannot load the model in {folder}: {message}" in line for line in errors)
+
+
+def test_fine_tuning_from_a_checkpoint_whose_weights_do_not_fit_refuses_instead_of_reinitialising(saved_models):
+    from modeling_detr_custom.data import CategoryMapping
+    from modeling_detr_custom.training.models import load_model_for_training
+
+    with pytest.raises(ValueError, match=r"weight\(s\) besides the class head do not fit .* re-initialised"):
+        load_model_for_training(str(saved_models / "mismatched"), CategoryMapping([1, 2]))
+
+
+def test_fine_tuning_from_a_checkpoint_with_other_classes_reinitialises_only_the_class_head(saved_models, tmp_path):
+    from modeling_detr_custom import DetrCustomForObjectDetection
+    from modeling_detr_custom.data import CategoryMapping
+    from modeling_detr_custom.testing_utils import make_tiny_config
+    from modeling_detr_custom.training.models import load_model_for_training
+
+    DetrCustomForObjectDetection(make_tiny_config()).save_pretrained(tmp_path / "good")
+    model, base = load_model_for_training(str(tmp_path / "good"), CategoryMapping([1, 2, 3, 4, 5, 6, 7]))
+    assert base == str(tmp_path / "good") and model.class_labels_classifier.out_features == 8
+
+
+# --- evaluation and prediction do not depend on the batch size or the number of processes -----------------------------
+
 
 MIXED_SIZES = [(80, 60), (60, 80), (64, 64), (100, 50), (80, 60), (50, 90), (64, 64)]  # (width, height)
 
@@ -486,97 +598,6 @@ def test_evaluation_numbers_do_not_depend_on_the_batch_size_with_mixed_image_siz
         padded = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]).logits.softmax(-1)
         alone = model(pixel_values=batch["pixel_values"][1:2, :, :height, :width]).logits.softmax(-1)
     assert (padded[1] - alone[0]).abs().max() > 1e-4
-
-
-def test_the_readme_resume_command_runs_as_written(finished_run: Path) -> None:
-    import shlex
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    line = next(line for line in readme.splitlines() if "--resume_from_checkpoint latest" in line)
-    words = shlex.split(line)
-    assert words[:2] == ["python", "scripts/train.py"]
-    run = _copy(finished_run, "readme-resume")
-    shutil.rmtree(run / "checkpoint-2")  # interrupted after step 1: no checkpoint-2, no last/
-    shutil.rmtree(run / "last")
-    argv = [{"path/to/coco": DATA, "outputs/my-detr": str(run)}.get(word, word) for word in words[2:]]
-    assert train_main(argv) == 0
-    assert _progress(run / "checkpoint-2")["step"] == 2 and (run / "last" / "config.json").is_file()
-
-
-# --- damaged or mismatched model folders --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def saved_models(workdir: Path) -> Path:
-    from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomImageProcessor
-    from modeling_detr_custom.testing_utils import make_tiny_config
-
-    root = workdir / "models"
-    model = DetrCustomForObjectDetection(make_tiny_config())
-    for name in ("truncated", "mismatched"):
-        model.save_pretrained(root / name)
-        DetrCustomImageProcessor().save_pretrained(root / name)
-    weights = root / "truncated" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:2000])
-    config = json.loads((root / "mismatched" / "config.json").read_text())
-    (root / "mismatched" / "config.json").write_text(json.dumps({**config, "d_model": 64}))
-    return root
-
-
-@pytest.mark.parametrize(
-    ("name", "message"),
-    [("truncated", "the weights cannot be read"), ("mismatched", "the weights' shapes do not match its config.json")],
-)
-def test_damaged_model_folder_gives_one_line_in_evaluate_and_predict(saved_models: Path, name: str, message, capsys):
-    from modeling_detr_custom.apps.cli.evaluate import main as evaluate_main
-    from modeling_detr_custom.apps.cli.predict import main as predict_main
-
-    folder = saved_models / name
-    assert evaluate_main(["--model", str(folder), "--data", DATA, "--split", "val"]) == 1
-    assert predict_main(["--model", str(folder), str(folder / "config.json")]) == 1
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2 and all(f"Cannot load the model in {folder}: {message}" in line for line in errors)
-
-
-def test_fine_tuning_from_a_checkpoint_whose_weights_do_not_fit_refuses_instead_of_reinitialising(saved_models):
-    from modeling_detr_custom.data import CategoryMapping
-    from modeling_detr_custom.training.models import load_model_for_training
-
-    with pytest.raises(ValueError, match=r"weight\(s\) besides the class head do not fit .* re-initialised"):
-        load_model_for_training(str(saved_models / "mismatched"), CategoryMapping([1, 2]))
-
-
-def test_fine_tuning_from_a_checkpoint_with_other_classes_reinitialises_only_the_class_head(saved_models, tmp_path):
-    from modeling_detr_custom import DetrCustomForObjectDetection
-    from modeling_detr_custom.data import CategoryMapping
-    from modeling_detr_custom.testing_utils import make_tiny_config
-    from modeling_detr_custom.training.models import load_model_for_training
-
-    DetrCustomForObjectDetection(make_tiny_config()).save_pretrained(tmp_path / "good")
-    model, base = load_model_for_training(str(tmp_path / "good"), CategoryMapping([1, 2, 3, 4, 5, 6, 7]))
-    assert base == str(tmp_path / "good") and model.class_labels_classifier.out_features == 8
-
-
-def test_vit_backbone_gives_a_named_error_instead_of_a_key_error() -> None:
-    from modeling_detr_custom import DetrCustomForObjectDetection
-    from modeling_detr_custom.testing_utils import make_tiny_config
-
-    with pytest.raises(ValueError, match=r"backbone 'vit_tiny_patch16_224' is not supported: .*Use a CNN backbone"):
-        DetrCustomForObjectDetection(make_tiny_config(backbone="vit_tiny_patch16_224"))
-
-
-@pytest.mark.parametrize(("damage", "message"), [("config", "config.json is damaged"), ("weights", "has no weights")])
-def test_push_to_hub_refuses_a_half_written_folder(saved_models: Path, tmp_path: Path, damage: str, message) -> None:
-    from modeling_detr_custom.training.hub import HubUploadError, push_folder_to_hub
-
-    folder = tmp_path / "best"
-    shutil.copytree(saved_models / "mismatched", folder)
-    if damage == "config":
-        (folder / "config.json").write_text("")  # what a kill during an in-place write used to leave
-    else:
-        (folder / "model.safetensors").unlink()
-    with pytest.raises(HubUploadError, match=message):
-        push_folder_to_hub(folder, "someone/model", token="not-used")
 
 
 def test_evaluation_with_two_processes_equals_one_process_on_mixed_image_sizes(mixed_size_coco, workdir) -> None:
@@ -645,22 +666,3 @@ def test_predictions_do_not_depend_on_the_batch_size_with_mixed_image_sizes(save
     for single, batched in zip(alone, together):
         assert [d["label_id"] for d in batched] == [d["label_id"] for d in single]
         assert [d["score"] for d in batched] == pytest.approx([d["score"] for d in single], abs=2e-5)
-
-
-@pytest.mark.parametrize(("image_ids", "shown"), [(["a7", "b8"], '"a7"'), ([1.5, 2.5], "1.5")])
-def test_datasets_folder_with_string_or_float_image_ids_names_the_row(tmp_path: Path, image_ids, shown) -> None:
-    import datasets
-    import numpy as np
-    from PIL import Image
-
-    from modeling_detr_custom.data import load_detection_split
-
-    rows = {
-        "image_id": image_ids,
-        "image": [Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8))] * 2,
-        "objects": [{"bbox": [[1.0, 1.0, 5.0, 5.0]], "category": ["cat"]}] * 2,
-    }
-    folder = tmp_path / "hf"
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(folder))
-    with pytest.raises(ValueError, match=rf"row 0 'image_id' is {shown}; expected an integer in \[0, 2\*\*63\)"):
-        load_detection_split(str(folder), "train")
