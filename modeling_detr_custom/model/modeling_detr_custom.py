@@ -16,9 +16,10 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.detr.modeling_detr import DetrModelOutput, DetrObjectDetectionOutput
 
-from .backbone import DetrCustomBackbone, TimmConvEncoder
+from .backbone import DetrCustomBackbone, TimmConvEncoder, downsample_pixel_mask
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
@@ -47,34 +48,28 @@ _FOCAL_PRIOR_PROBABILITY = 0.01
 
 
 @dataclass
-class DetrCustomModelOutput(ModelOutput):
-    """Output of [`DetrCustomModel`].
+class DetrCustomModelOutput(DetrModelOutput):
+    """Output of [`DetrCustomModel`]: transformers' `DetrModelOutput`, field for field and in its order, so
+    `return_dict=False` tuples and `outputs[i]` mean the same in both (None fields are left out of tuples).
 
     Args:
         last_hidden_state: `(batch_size, num_queries, d_model)`, the decoder output after its final LayerNorm.
-        intermediate_hidden_states: `(decoder_layers, batch_size, num_queries, d_model)`, every decoder layer's
-            output through the final LayerNorm; only when `config.auxiliary_loss`.
+        cache: Always None (DETR decodes all queries at once); kept for the field order of transformers.
         decoder_hidden_states: Decoder input and each layer's output, `(batch_size, num_queries, d_model)` each.
         decoder_attentions: Decoder self-attention weights `(batch_size, heads, num_queries, num_queries)`.
         cross_attentions: Cross-attention weights `(batch_size, heads, num_queries, height * width)`.
         encoder_last_hidden_state: `(batch_size, height * width, d_model)`.
         encoder_hidden_states: Encoder input and each layer's output, `(batch_size, height * width, d_model)`.
         encoder_attentions: Encoder weights `(batch_size, heads, height * width, height * width)`.
+        intermediate_hidden_states: `(decoder_layers, batch_size, num_queries, d_model)`, every decoder layer's
+            output through the final LayerNorm; only when `config.auxiliary_loss`.
     """
-
-    last_hidden_state: Tensor | None = None
-    intermediate_hidden_states: Tensor | None = None
-    decoder_hidden_states: tuple[Tensor, ...] | None = None
-    decoder_attentions: tuple[Tensor, ...] | None = None
-    cross_attentions: tuple[Tensor, ...] | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    encoder_attentions: tuple[Tensor, ...] | None = None
 
 
 @dataclass
-class DetrCustomObjectDetectionOutput(ModelOutput):
-    """Output of [`DetrCustomForObjectDetection`].
+class DetrCustomObjectDetectionOutput(DetrObjectDetectionOutput):
+    """Output of [`DetrCustomForObjectDetection`]: transformers' `DetrObjectDetectionOutput`, field for field and
+    in its order.
 
     Args:
         loss: Total weighted loss (scalar), when `labels` are given.
@@ -88,19 +83,6 @@ class DetrCustomObjectDetectionOutput(ModelOutput):
         decoder_hidden_states, decoder_attentions, cross_attentions, encoder_last_hidden_state,
         encoder_hidden_states, encoder_attentions: As in [`DetrCustomModelOutput`].
     """
-
-    loss: Tensor | None = None
-    loss_dict: dict[str, Tensor] | None = None
-    logits: Tensor | None = None
-    pred_boxes: Tensor | None = None
-    auxiliary_outputs: list[dict[str, Tensor]] | None = None
-    last_hidden_state: Tensor | None = None
-    decoder_hidden_states: tuple[Tensor, ...] | None = None
-    decoder_attentions: tuple[Tensor, ...] | None = None
-    cross_attentions: tuple[Tensor, ...] | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    encoder_attentions: tuple[Tensor, ...] | None = None
 
 
 class DetrCustomPreTrainedModel(PreTrainedModel):
@@ -253,55 +235,103 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: Tensor,
+        pixel_values: Tensor | None = None,
         pixel_mask: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple[Tensor, ...] | None = None,
+        inputs_embeds: Tensor | None = None,
+        decoder_inputs_embeds: Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        **kwargs: Any,
     ) -> DetrCustomModelOutput | tuple[Tensor, ...]:
-        """Encodes images and decodes the object queries.
+        """Encodes images and decodes the object queries; the arguments of transformers' `DetrModel.forward`.
 
         Args:
             pixel_values: `(batch_size, num_channels, height, width)` float images.
             pixel_mask: `(batch_size, height, width)`, 1 on real pixels and 0 on padding; None = no padding.
+            decoder_attention_mask: `(batch_size, num_queries)`, 1 on queries the decoder self-attention may attend
+                to, 0 on masked ones; None = all.
+            encoder_outputs: A previous call's encoder result (`BaseModelOutput` or a tuple whose first entry is
+                the `(batch_size, height * width, d_model)` encoder output): the encoder is skipped. The backbone
+                still runs on `pixel_values` for the padding mask and the position embeddings (as transformers).
+            inputs_embeds: `(batch_size, height * width, d_model)` flattened features replacing the backbone and
+                the input projection; the feature map is taken to be square (as transformers), and `pixel_mask` is
+                downsampled to it.
+            decoder_inputs_embeds: `(batch_size, num_queries, d_model)` decoder input instead of zeros.
             output_attentions: Return attention weights (computed without SDPA); defaults to the config.
             output_hidden_states: Return per-layer hidden states; defaults to the config.
             return_dict: Return a `DetrCustomModelOutput` instead of a tuple; defaults to the config.
+            kwargs: Ignored, as transformers' DETR ignores keys it does not use (e.g. `decoder_input_ids`).
 
         Returns:
-            A `DetrCustomModelOutput` (or its tuple).
+            A `DetrCustomModelOutput` (or its tuple, without the None entries).
+
+        Raises:
+            ValueError: neither `pixel_values` nor `inputs_embeds`, or inputs of the wrong shape.
         """
         output_attentions = _default(output_attentions, self.config.output_attentions)
         output_hidden_states = _default(output_hidden_states, self.config.output_hidden_states)
         return_dict = _default(return_dict, self.config.return_dict)
-        _check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
-
-        feature_map, mask = self.backbone(pixel_values, pixel_mask)
-        key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
-        # Without padding the positions depend on the shape alone (the embedding caches them).
-        position_embeddings = self.position_embedding(feature_map, None if key_padding_mask is None else mask)
-        features = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, HW, D)
-        encoder_output = self.encoder(
-            features, position_embeddings, key_padding_mask, output_attentions, output_hidden_states
-        )
+        features, position_embeddings, key_padding_mask = self._encoder_inputs(pixel_values, pixel_mask, inputs_embeds)
+        if encoder_outputs is None:
+            encoder_output = self.encoder(
+                features, position_embeddings, key_padding_mask, output_attentions, output_hidden_states
+            )
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_output.last_hidden_state,
+                hidden_states=encoder_output.hidden_states,
+                attentions=encoder_output.attentions,
+            )
+        else:
+            if not isinstance(encoder_outputs, BaseModelOutput):
+                encoder_outputs = _as_encoder_output(encoder_outputs)
+            if encoder_outputs.last_hidden_state.shape != features.shape:
+                raise ValueError(
+                    f"encoder_outputs.last_hidden_state has shape {tuple(encoder_outputs.last_hidden_state.shape)}, "
+                    f"but these inputs give encoder features of shape {tuple(features.shape)}."
+                )
         decoder_output = self._decode(
-            encoder_output.last_hidden_state,
+            encoder_outputs.last_hidden_state,
             position_embeddings,
             key_padding_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            decoder_attention_mask=decoder_attention_mask,
         )
         output = DetrCustomModelOutput(
             last_hidden_state=decoder_output.last_hidden_state,
-            intermediate_hidden_states=decoder_output.intermediate_hidden_states,
             decoder_hidden_states=decoder_output.hidden_states,
             decoder_attentions=decoder_output.attentions,
             cross_attentions=decoder_output.cross_attentions,
-            encoder_last_hidden_state=encoder_output.last_hidden_state,
-            encoder_hidden_states=encoder_output.hidden_states,
-            encoder_attentions=encoder_output.attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            intermediate_hidden_states=decoder_output.intermediate_hidden_states,
         )
         return output if return_dict else output.to_tuple()
+
+    def _encoder_inputs(
+        self, pixel_values: Tensor | None, pixel_mask: Tensor | None, inputs_embeds: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Flattened features `(B, HW, D)`, their position embeddings `(B, HW, D)` and key padding mask `(B, HW)`
+        (None when nothing is padded), from the images or from `inputs_embeds` (which wins, as in transformers)."""
+        if inputs_embeds is None:
+            if pixel_values is None:
+                raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
+            _check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
+            feature_map, mask = self.backbone(pixel_values, pixel_mask)
+            features = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, HW, D)
+        else:
+            feature_map = _square_feature_map(inputs_embeds, self.config.d_model)  # (B, D, h, w), a view
+            mask = None if pixel_mask is None else downsample_pixel_mask(pixel_mask, feature_map.shape[-2:])
+            features = inputs_embeds
+        key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
+        # Without padding the positions depend on the shape alone (the embedding caches them).
+        position_embeddings = self.position_embedding(feature_map, None if key_padding_mask is None else mask)
+        return features, position_embeddings, key_padding_mask
 
     @property
     def num_active_query_groups(self) -> int:
@@ -315,15 +345,27 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         key_padding_mask: Tensor | None,
         output_attentions: bool,
         output_hidden_states: bool,
+        decoder_inputs_embeds: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
     ) -> DetrCustomDecoderOutput:
         """Decodes the object queries of every active group; groups never attend to each other.
 
         Each group is decoded as a separate batch entry, image-major, which is the same as self-attention masked
         to within the group (cross-attention and the FFN are per query): `(B * G, Q, D)`. The hidden states of
         the groups are then laid side by side, `(B, G * Q, D)`; the attention weights (when requested) stay
-        per `(image, group)` entry. With one group this is the plain DETR decoder.
+        per `(image, group)` entry. With one group this is the plain DETR decoder. `decoder_inputs_embeds` and
+        `decoder_attention_mask` cover all active queries, `(B, G * Q, D)` and `(B, G * Q)`.
         """
         batch_size, num_groups = len(encoder_hidden_states), self.num_active_query_groups
+        num_queries = num_groups * self.config.num_queries
+        initial_hidden_states = _per_group(
+            decoder_inputs_embeds, "decoder_inputs_embeds", batch_size, num_queries, self.config.d_model, num_groups
+        )
+        query_padding_mask = _per_group(
+            decoder_attention_mask, "decoder_attention_mask", batch_size, num_queries, None, num_groups
+        )
+        if query_padding_mask is not None:
+            query_padding_mask = query_padding_mask.bool()
         query_position_embeddings = self.query_position_embeddings.weight  # (Q, D)
         if num_groups > 1:
             query_position_embeddings = torch.cat(
@@ -343,6 +385,8 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             output_intermediate=self.config.auxiliary_loss,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            initial_hidden_states=initial_hidden_states,
+            query_padding_mask=query_padding_mask,
         )
         if num_groups > 1:
             decoder_output.last_hidden_state = _merge_groups(decoder_output.last_hidden_state, num_groups)
@@ -351,6 +395,48 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
                     decoder_output.intermediate_hidden_states, num_groups
                 )
         return decoder_output
+
+
+def _per_group(
+    tensor: Tensor | None, name: str, batch_size: int, num_queries: int, hidden_size: int | None, num_groups: int
+) -> Tensor | None:
+    """Checks a per-query decoder input `(B, G * Q[, D])` and lays it out as the decoder batch `(B * G, Q[, D])`."""
+    if tensor is None:
+        return None
+    expected = (batch_size, num_queries) + (() if hidden_size is None else (hidden_size,))
+    if tuple(tensor.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape {expected} (batch_size, num_queries{', d_model' if hidden_size else ''}), "
+            f"got {tuple(tensor.shape)}."
+        )
+    return tensor.reshape(batch_size * num_groups, num_queries // num_groups, *expected[2:])
+
+
+def _square_feature_map(inputs_embeds: Tensor, d_model: int) -> Tensor:
+    """`(B, HW, D)` flattened features as a `(B, D, h, h)` view, taking the map to be square as transformers does."""
+    if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != d_model:
+        raise ValueError(
+            f"inputs_embeds must have shape (batch_size, height * width, d_model={d_model}), "
+            f"got {tuple(inputs_embeds.shape)}."
+        )
+    side = math.isqrt(inputs_embeds.shape[1])
+    if side * side != inputs_embeds.shape[1]:
+        raise ValueError(
+            f"inputs_embeds has {inputs_embeds.shape[1]} positions; the feature map is taken to be square (as in "
+            "transformers' DETR), so it must be a square number."
+        )
+    return inputs_embeds.transpose(1, 2).unflatten(2, (side, side))
+
+
+def _as_encoder_output(encoder_outputs: Any) -> BaseModelOutput:
+    """A tuple/list whose first entry is the encoder output, as a `BaseModelOutput` (only that entry is kept:
+    which optional entries follow it depends on what was requested)."""
+    if not isinstance(encoder_outputs, (tuple, list)) or not isinstance(encoder_outputs[0], Tensor):
+        raise ValueError(
+            "encoder_outputs must be a BaseModelOutput or a tuple whose first entry is the encoder output "
+            f"(batch_size, height * width, d_model), got {type(encoder_outputs).__name__}."
+        )
+    return BaseModelOutput(last_hidden_state=encoder_outputs[0])
 
 
 def _merge_groups(hidden_states: Tensor, num_groups: int) -> Tensor:
@@ -450,23 +536,32 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: Tensor,
+        pixel_values: Tensor | None,
         pixel_mask: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple[Tensor, ...] | None = None,
+        inputs_embeds: Tensor | None = None,
+        decoder_inputs_embeds: Tensor | None = None,
         labels: Sequence[Mapping[str, Tensor]] | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        **kwargs: Any,
     ) -> DetrCustomObjectDetectionOutput | tuple[Any, ...]:
-        """Detects objects and, given `labels`, computes the loss.
+        """Detects objects and, given `labels`, computes the loss; the arguments of transformers'
+        `DetrForObjectDetection.forward` (`labels` is the 7th).
 
         Args:
-            pixel_values: `(batch_size, num_channels, height, width)` float images.
+            pixel_values: `(batch_size, num_channels, height, width)` float images (None with `inputs_embeds`).
             pixel_mask: `(batch_size, height, width)`, 1 on real pixels and 0 on padding; None = no padding.
+            decoder_attention_mask, encoder_outputs, inputs_embeds, decoder_inputs_embeds: As in
+                [`DetrCustomModel.forward`].
             labels: One dict per image with `class_labels` `(n,)` int64 in `[0, num_labels)` and `boxes` `(n, 4)`
                 normalised `(cx, cy, w, h)` relative to the unpadded image; `n = 0` is valid.
             output_attentions: Return attention weights; defaults to the config.
             output_hidden_states: Return per-layer hidden states; defaults to the config.
             return_dict: Return a `DetrCustomObjectDetectionOutput` instead of a tuple; defaults to the config.
+            kwargs: Ignored, as in transformers.
 
         Returns:
             A `DetrCustomObjectDetectionOutput` (or its tuple, without the None entries).
@@ -475,8 +570,21 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             ValueError: `labels` malformed (the message names the image and the key), or inputs mis-shaped.
         """
         if labels is not None:
-            labels = validate_labels(labels, len(pixel_values), self.config.num_labels, pixel_values.device)
-        outputs = self.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True)
+            images = inputs_embeds if inputs_embeds is not None else pixel_values
+            if images is None:
+                raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
+            labels = validate_labels(labels, len(images), self.config.num_labels, self.device)
+        outputs = self.model(
+            pixel_values,
+            pixel_mask,
+            decoder_attention_mask,
+            encoder_outputs,
+            inputs_embeds,
+            decoder_inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+        )
         logits = self._class_logits(outputs.last_hidden_state)  # (B, Q, C+1); (B, G*Q, C+1) with query groups
         pred_boxes = self._boxes(outputs.last_hidden_state)  # (B, Q, 4) cxcywh
         auxiliary_outputs = None
