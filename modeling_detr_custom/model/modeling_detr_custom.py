@@ -34,6 +34,7 @@ __all__ = [
     "DetrCustomModelOutput",
     "DetrCustomObjectDetectionOutput",
     "DetrCustomPreTrainedModel",
+    "check_base_weights",
 ]
 
 # `auto_map` entries written next to every checkpoint, so the three Auto classes load it with trust_remote_code.
@@ -134,28 +135,32 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
-        """`PreTrainedModel.from_pretrained` that fails on any missing or unexpected weight.
+        """`PreTrainedModel.from_pretrained`, with one safety rule on top of transformers' behaviour.
 
-        Loads our checkpoints and transformers' `DetrForObjectDetection`/`DetrModel` checkpoints (model_type
-        `"detr"`). Only `num_batches_tracked` (present with trainable BatchNorm only) may differ. With
-        `ignore_mismatched_sizes=True`, weights whose shape changed (e.g. the class head for a new `num_labels`)
-        are re-initialised.
+        As in transformers: weights the checkpoint lacks outside the base model (a new head, e.g. loading a bare
+        `DetrCustomModel` checkpoint into `DetrCustomForObjectDetection`; the Group DETR query table) are
+        initialised, and transformers' load report lists them; `ignore_mismatched_sizes=True` re-initialises
+        weights whose shape changed (e.g. the class head for a new `num_labels`); `output_loading_info=True`
+        returns the report. Loads our checkpoints and transformers' `DetrForObjectDetection`/`DetrModel` ones.
+
+        The rule (`check_base_weights`): backbone and transformer weights (backbone, input projection, position
+        embeddings, encoder, decoder, query embeddings) that are missing, unexpected or of another shape raise,
+        because a model with random weights there predicts garbage without any other sign.
+
+        Args:
+            allow_partial_base_weights: `True` turns that error into transformers' report (the weights are then
+                initialised at random, e.g. to train a changed encoder from scratch).
 
         Raises:
-            ValueError: listing the missing and unexpected keys, instead of silently initialising them.
+            ValueError: naming the missing, unexpected and mismatched backbone/transformer keys.
         """
+        allow_partial_base_weights = kwargs.pop("allow_partial_base_weights", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         model, loading_info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
-        missing, unexpected = sorted(loading_info["missing_keys"]), sorted(loading_info["unexpected_keys"])
-        if missing or unexpected:
-            raise ValueError(
-                f"The checkpoint at {pretrained_model_name_or_path} does not match {cls.__name__} "
-                f"(backbone {model.config.backbone_config.backbone!r}): missing keys {missing}, unexpected keys "
-                f"{unexpected}. Check that the config (backbone, layers, position_embedding_type, pre_norm) "
-                "matches the checkpoint."
-            )
+        if not allow_partial_base_weights:
+            check_base_weights(loading_info, f"{cls.__name__} from {pretrained_model_name_or_path}")
         # Loading re-creates every parameter with requires_grad=True: freeze the configured backbone stages again.
         model.base_model.unfreeze_backbone()
         return (model, loading_info) if output_loading_info else model
@@ -168,6 +173,51 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
             auto_map.setdefault(auto_class, f"{module_name}.{class_name}")
         self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+# The parts of `DetrCustomModel` whose weights must come from the checkpoint (see `check_base_weights`).
+_BASE_WEIGHT_PARTS = frozenset(
+    ["backbone", "input_projection", "position_embedding", "encoder", "decoder", "query_position_embeddings"]
+)
+_BASE_PREFIX = "model."
+
+
+def _is_base_weight(key: str, unexpected: bool) -> bool:
+    """Whether a checkpoint key belongs to the backbone or the transformer (with or without the `model.` prefix
+    of the detection head); an unexpected key anywhere under `model.` counts as well."""
+    if unexpected and key.startswith(_BASE_PREFIX):
+        return True
+    return key.removeprefix(_BASE_PREFIX).split(".", 1)[0] in _BASE_WEIGHT_PARTS
+
+
+def check_base_weights(loading_info: Mapping[str, Any], source: str) -> None:
+    """The loading rule, in one place: backbone and transformer weights are all loaded, with their shapes.
+
+    Args:
+        loading_info: transformers' `output_loading_info` dict (`missing_keys`, `unexpected_keys`,
+            `mismatched_keys` as `(key, checkpoint_shape, model_shape)`).
+        source: What was loaded, for the message.
+
+    Raises:
+        ValueError: naming every missing, unexpected and mismatched backbone/transformer key.
+    """
+    problems = {
+        "missing": sorted(key for key in loading_info.get("missing_keys", ()) if _is_base_weight(key, False)),
+        "unexpected": sorted(key for key in loading_info.get("unexpected_keys", ()) if _is_base_weight(key, True)),
+        "mismatched": sorted(
+            f"{key} {tuple(old)} -> {tuple(new)}"
+            for key, old, new in loading_info.get("mismatched_keys", ())
+            if _is_base_weight(key, False)
+        ),
+    }
+    if not any(problems.values()):
+        return
+    listed = "; ".join(f"{kind} keys ({len(keys)}): {', '.join(keys)}" for kind, keys in problems.items() if keys)
+    raise ValueError(
+        f"Loading {source}: backbone/transformer weights do not match the checkpoint: {listed}. Check that the "
+        "config (backbone, layers, d_model, position_embedding_type, pre_norm) matches the checkpoint, or pass "
+        "allow_partial_base_weights=True to initialise them at random instead."
+    )
 
 
 def _default_bias_init(module: nn.Linear | nn.Conv2d) -> None:
