@@ -381,6 +381,8 @@ class DetrCustomEncoder(nn.Module):
                 all_attentions += (weights,)
         if self.layernorm is not None:
             hidden_states = self.layernorm(hidden_states)
+            if output_hidden_states:  # the last entry is the encoder output, as in transformers
+                all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         return DetrCustomEncoderOutput(hidden_states, all_hidden_states, all_attentions)
 
 
@@ -460,5 +462,7 @@ class DetrCustomDecoder(nn.Module):
                 cross_attentions += (cross_weights,)
         # The final output is the last layer through the same LayerNorm, whether or not intermediates are kept.
         last_hidden_state = intermediate[-1] if output_intermediate else self.layernorm(hidden_states)
+        if output_hidden_states:  # the last entry is the decoder output (after the LayerNorm), as in transformers
+            all_hidden_states = all_hidden_states[:-1] + (last_hidden_state,)
         stacked = torch.stack(intermediate) if output_intermediate else None  # (L, B, Q, D)
         return DetrCustomDecoderOutput(last_hidden_state, stacked, all_hidden_states, self_attentions, cross_attentions)
