@@ -18,8 +18,12 @@ import transformers
 from safetensors.torch import load_file, save_file
 from transformers.modeling_outputs import BaseModelOutput
 
-from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomModel
-from modeling_detr_custom.model.modeling_detr_custom import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
+from modeling_detr_custom import (
+    DetrCustomForObjectDetection,
+    DetrCustomModel,
+    DetrCustomModelOutput,
+    DetrCustomObjectDetectionOutput,
+)
 from modeling_detr_custom.testing_utils import randomize_weights_
 from tests.conftest import TINY_CONFIG, make_labels, make_pixel_inputs
 
@@ -368,3 +372,96 @@ def test_device_map_cpu(pair, folder) -> None:
     assert {parameter.device.type for parameter in model.parameters()} == {"cpu"}
     with torch.no_grad():
         torch.testing.assert_close(model(**inputs).logits, pair[1](**inputs).logits, atol=1e-4, rtol=0)
+
+
+# A tiny transformers ResNet (use_timm_backbone=False): basic blocks, one per stage, 8-32 channels.
+TINY_RESNET = {
+    "embedding_size": 8,
+    "hidden_sizes": [8, 16, 16, 32],
+    "depths": [1, 1, 1, 1],
+    "layer_type": "basic",
+    "out_features": ["stage4"],
+}
+TINY_TRANSFORMER = {key: value for key, value in TINY_CONFIG.items() if key != "backbone"}
+
+
+@pytest.fixture(scope="module")
+def resnet_folder(tmp_path_factory):
+    """A transformers DETR checkpoint with a transformers `ResNetBackbone` (as the `no_timm` Hub revision)."""
+    torch.manual_seed(0)
+    config = transformers.DetrConfig(
+        use_timm_backbone=False,
+        backbone_config=transformers.ResNetConfig(**TINY_RESNET),
+        auxiliary_loss=False,
+        **TINY_TRANSFORMER,
+    )
+    reference = transformers.DetrForObjectDetection(config)
+    randomize_weights_(reference, seed=2)
+    path = tmp_path_factory.mktemp("transformers_detr_resnet")
+    reference.save_pretrained(path)
+    return path
+
+
+def test_transformers_backbone_checkpoint_loads_and_predicts_the_same(resnet_folder, tmp_path) -> None:
+    ours = DetrCustomForObjectDetection.from_pretrained(resnet_folder).eval()
+    theirs = transformers.DetrForObjectDetection.from_pretrained(resnet_folder).eval()
+    assert isinstance(ours.config.backbone_config, transformers.ResNetConfig)
+    inputs = make_pixel_inputs(batch_size=3, seed=20)
+    with torch.no_grad():
+        expected, outputs = theirs(**inputs), ours(**inputs)
+    torch.testing.assert_close(outputs.logits, expected.logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(outputs.pred_boxes, expected.pred_boxes, atol=1e-4, rtol=0)
+    # Our checkpoint has transformers' names and loads back into transformers with the same predictions.
+    ours.save_pretrained(tmp_path)
+    assert load_file(tmp_path / "model.safetensors").keys() == load_file(resnet_folder / "model.safetensors").keys()
+    reloaded = transformers.DetrForObjectDetection.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).logits, expected.logits, atol=1e-4, rtol=0)
+
+
+def test_transformers_backbone_built_directly_has_transformers_names_frozen_batch_norm_and_stages() -> None:
+    from modeling_detr_custom import DetrCustomConfig
+    from modeling_detr_custom.model.frozen_batch_norm import FrozenBatchNorm2d
+
+    config = DetrCustomConfig(
+        use_timm_backbone=False, backbone_config=transformers.ResNetConfig(**TINY_RESNET), **TINY_TRANSFORMER
+    )
+    ours = DetrCustomForObjectDetection(config)
+    theirs = transformers.DetrForObjectDetection(
+        transformers.DetrConfig(
+            use_timm_backbone=False, backbone_config=transformers.ResNetConfig(**TINY_RESNET), **TINY_TRANSFORMER
+        )
+    )
+    # transformers' in-memory `backbone.model.*` is `backbone.conv_encoder.model.*` in its checkpoints and here.
+    our_names = {f"backbone.{name}" for name, _ in ours.model.backbone.state_dict().items()}
+    their_names = {
+        name.replace("backbone.model.", "backbone.conv_encoder.model.", 1)
+        for name in theirs.model.state_dict()
+        if name.startswith("backbone.")
+    }
+    assert our_names == their_names and len(our_names) > 20
+    backbone = ours.model.backbone.conv_encoder.model
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in backbone.modules())
+    assert any(isinstance(module, FrozenBatchNorm2d) for module in backbone.modules())
+    # The original recipe (backbone_trainable_layers=3): stem and stage 1 frozen, stages 2-4 trained.
+    trainable = {name for name, parameter in backbone.named_parameters() if parameter.requires_grad}
+    assert trainable and all(
+        name.startswith(("encoder.stages.1.", "encoder.stages.2.", "encoder.stages.3.")) for name in trainable
+    )
+    assert any(name.startswith("encoder.stages.1.") for name in trainable)
+    ours.model.freeze_backbone()
+    assert not any(parameter.requires_grad for parameter in backbone.parameters())
+    ours.model.unfreeze_backbone()
+    assert {name for name, parameter in backbone.named_parameters() if parameter.requires_grad} == trainable
+
+
+def test_transformers_backbone_config_errors_name_the_problem() -> None:
+    from modeling_detr_custom import DetrCustomConfig
+
+    with pytest.raises(ValueError, match="dilation=True"):
+        DetrCustomConfig(
+            use_timm_backbone=False, backbone_config=transformers.ResNetConfig(**TINY_RESNET), dilation=True
+        )
+    with pytest.raises(ValueError, match="Pass backbone_config"):
+        DetrCustomConfig(use_timm_backbone=False, backbone="microsoft/resnet-50")
+    assert isinstance(DetrCustomConfig(use_timm_backbone=False).backbone_config, transformers.ResNetConfig)

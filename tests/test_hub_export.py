@@ -25,6 +25,9 @@ MODELING_FILES = {
     "fused_conv_bn.py",
     "tensor_cache.py",
     "validation.py",
+    "model_inputs.py",
+    "model_outputs.py",
+    "loading_rules.py",
 }
 
 # Runs where the package cannot be imported: only the files saved next to the weights are available.

@@ -120,14 +120,19 @@ class DetrCustomConfig(DetrConfig):
     focal_gamma: float | int = 2
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if not kwargs.pop("use_timm_backbone", True):
-            raise ValueError(
-                "use_timm_backbone=False is not supported: DetrCustom builds its backbone with timm. Pass a timm "
-                "model name instead, e.g. backbone='resnet50'."
-            )
+        use_timm_backbone = kwargs.pop("use_timm_backbone", True)
         backbone = kwargs.pop("backbone", None)
         backbone_kwargs = kwargs.pop("backbone_kwargs", None) or {}
-        if self.backbone_config is None:
+        if not use_timm_backbone:
+            if backbone is not None or backbone_kwargs:
+                raise ValueError(
+                    f"use_timm_backbone=False takes its backbone from backbone_config (e.g. transformers' "
+                    f"ResNetConfig), not from backbone={backbone!r} / backbone_kwargs: building a config never "
+                    "downloads one. Pass backbone_config instead."
+                )
+            # backbone_config None: DetrConfig builds its default, a ResNet-50 `ResNetConfig(out_features=["stage4"])`.
+            kwargs["use_timm_backbone"] = False
+        elif self.backbone_config is None:
             # Built here rather than by DetrConfig: with `backbone_kwargs` DetrConfig would ask the Hub whether
             # `backbone` is a repository, and building a config must never touch the network.
             self.backbone_config = _timm_backbone_config(
@@ -189,14 +194,26 @@ def _backbone_name(backbone_config: Any) -> str | None:
 
 
 def _check_backbone(config: DetrCustomConfig) -> None:
-    model_type = getattr(config.backbone_config, "model_type", None)
-    if model_type != "timm_backbone":
+    backbone_config = config.backbone_config
+    if backbone_config is None or not hasattr(backbone_config, "model_type"):
         raise ValueError(
-            f"backbone_config has model_type {model_type!r}; DetrCustom only supports timm backbones "
-            "(model_type 'timm_backbone'). Pass backbone='<timm model name>' instead."
+            f"backbone_config must be a backbone configuration (timm's or transformers' such as ResNetConfig), got "
+            f"{type(backbone_config).__name__}."
         )
-    if not config.backbone_config.backbone:
-        raise ValueError("backbone_config.backbone is empty; set backbone to a timm model name such as 'resnet50'.")
+    if backbone_config.model_type == "timm_backbone":
+        if not backbone_config.backbone:
+            raise ValueError("backbone_config.backbone is empty; set backbone to a timm model name such as 'resnet50'.")
+    else:
+        if config.dilation:
+            raise ValueError(
+                "dilation=True (DC5) needs a timm backbone (it sets timm's output_stride); transformers' "
+                f"{type(backbone_config).__name__} has no such option. Use backbone='resnet50' or dilation=False."
+            )
+        if getattr(backbone_config, "num_channels", config.num_channels) != config.num_channels:
+            raise ValueError(
+                f"num_channels={config.num_channels} differs from backbone_config.num_channels="
+                f"{backbone_config.num_channels}; set both to the number of image channels."
+            )
     _check_int_range(config, "backbone_trainable_layers", 0, _NUM_BACKBONE_STAGES)
     _check_int_range(config, "num_channels", 1, None)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,12 +16,14 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.models.detr.modeling_detr import DetrModelOutput, DetrObjectDetectionOutput
 
-from .backbone import DetrCustomBackbone, TimmConvEncoder, downsample_pixel_mask
+from .backbone import DetrCustomBackbone, TimmConvEncoder, TransformersConvEncoder, downsample_pixel_mask
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
+from .loading_rules import check_base_weights
 from .matcher import HungarianMatcher
+from .model_inputs import as_encoder_output, check_pixel_inputs, per_group, square_feature_map
+from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .query_anchors import QueryAnchorBoxes
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
@@ -34,7 +35,6 @@ __all__ = [
     "DetrCustomModelOutput",
     "DetrCustomObjectDetectionOutput",
     "DetrCustomPreTrainedModel",
-    "check_base_weights",
 ]
 
 # `auto_map` entries written next to every checkpoint, so the three Auto classes load it with trust_remote_code.
@@ -46,44 +46,6 @@ _AUTO_MAP_CLASSES = {
 # Initial sigmoid probability of every class under the focal loss (RetinaNet's prior).
 _FOCAL_PRIOR_PROBABILITY = 0.01
 # Tolerance on normalised label boxes: they must lie in [0, 1], up to rounding.
-
-
-@dataclass
-class DetrCustomModelOutput(DetrModelOutput):
-    """Output of [`DetrCustomModel`]: transformers' `DetrModelOutput`, field for field and in its order, so
-    `return_dict=False` tuples and `outputs[i]` mean the same in both (None fields are left out of tuples).
-
-    Args:
-        last_hidden_state: `(batch_size, num_queries, d_model)`, the decoder output after its final LayerNorm.
-        cache: Always None (DETR decodes all queries at once); kept for the field order of transformers.
-        decoder_hidden_states: Decoder input and each layer's output, `(batch_size, num_queries, d_model)` each.
-        decoder_attentions: Decoder self-attention weights `(batch_size, heads, num_queries, num_queries)`.
-        cross_attentions: Cross-attention weights `(batch_size, heads, num_queries, height * width)`.
-        encoder_last_hidden_state: `(batch_size, height * width, d_model)`.
-        encoder_hidden_states: Encoder input and each layer's output, `(batch_size, height * width, d_model)`.
-        encoder_attentions: Encoder weights `(batch_size, heads, height * width, height * width)`.
-        intermediate_hidden_states: `(decoder_layers, batch_size, num_queries, d_model)`, every decoder layer's
-            output through the final LayerNorm; only when `config.auxiliary_loss`.
-    """
-
-
-@dataclass
-class DetrCustomObjectDetectionOutput(DetrObjectDetectionOutput):
-    """Output of [`DetrCustomForObjectDetection`]: transformers' `DetrObjectDetectionOutput`, field for field and
-    in its order.
-
-    Args:
-        loss: Total weighted loss (scalar), when `labels` are given.
-        loss_dict: Every loss term and logged metric (`loss_ce`, `loss_bbox`, `loss_giou`, `cardinality_error`,
-            `class_error`, and `*_k` for auxiliary output `k`), when `labels` are given.
-        logits: `(batch_size, num_queries, num_labels + 1)`; the last class is "no object".
-        pred_boxes: `(batch_size, num_queries, 4)`, normalised `(cx, cy, w, h)` relative to the unpadded image.
-        auxiliary_outputs: One `{"logits", "pred_boxes"}` dict per decoder layer but the last, first layer
-            first; when `config.auxiliary_loss` and the model is training or given `labels`.
-        last_hidden_state: `(batch_size, num_queries, d_model)`.
-        decoder_hidden_states, decoder_attentions, cross_attentions, encoder_last_hidden_state,
-        encoder_hidden_states, encoder_attentions: As in [`DetrCustomModelOutput`].
-    """
 
 
 class DetrCustomPreTrainedModel(PreTrainedModel):
@@ -175,51 +137,6 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-# The parts of `DetrCustomModel` whose weights must come from the checkpoint (see `check_base_weights`).
-_BASE_WEIGHT_PARTS = frozenset(
-    ["backbone", "input_projection", "position_embedding", "encoder", "decoder", "query_position_embeddings"]
-)
-_BASE_PREFIX = "model."
-
-
-def _is_base_weight(key: str, unexpected: bool) -> bool:
-    """Whether a checkpoint key belongs to the backbone or the transformer (with or without the `model.` prefix
-    of the detection head); an unexpected key anywhere under `model.` counts as well."""
-    if unexpected and key.startswith(_BASE_PREFIX):
-        return True
-    return key.removeprefix(_BASE_PREFIX).split(".", 1)[0] in _BASE_WEIGHT_PARTS
-
-
-def check_base_weights(loading_info: Mapping[str, Any], source: str) -> None:
-    """The loading rule, in one place: backbone and transformer weights are all loaded, with their shapes.
-
-    Args:
-        loading_info: transformers' `output_loading_info` dict (`missing_keys`, `unexpected_keys`,
-            `mismatched_keys` as `(key, checkpoint_shape, model_shape)`).
-        source: What was loaded, for the message.
-
-    Raises:
-        ValueError: naming every missing, unexpected and mismatched backbone/transformer key.
-    """
-    problems = {
-        "missing": sorted(key for key in loading_info.get("missing_keys", ()) if _is_base_weight(key, False)),
-        "unexpected": sorted(key for key in loading_info.get("unexpected_keys", ()) if _is_base_weight(key, True)),
-        "mismatched": sorted(
-            f"{key} {tuple(old)} -> {tuple(new)}"
-            for key, old, new in loading_info.get("mismatched_keys", ())
-            if _is_base_weight(key, False)
-        ),
-    }
-    if not any(problems.values()):
-        return
-    listed = "; ".join(f"{kind} keys ({len(keys)}): {', '.join(keys)}" for kind, keys in problems.items() if keys)
-    raise ValueError(
-        f"Loading {source}: backbone/transformer weights do not match the checkpoint: {listed}. Check that the "
-        "config (backbone, layers, d_model, position_embedding_type, pre_norm) matches the checkpoint, or pass "
-        "allow_partial_base_weights=True to initialise them at random instead."
-    )
-
-
 def _default_bias_init(module: nn.Linear | nn.Conv2d) -> None:
     """PyTorch's default bias initialisation of Linear/Conv2d, through the flag-aware `init` functions."""
     if module.bias is not None:
@@ -253,14 +170,21 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         config.validate_detr_custom_values()
         # Under from_pretrained the model is built on the meta device and every weight comes from the checkpoint.
         building_for_checkpoint = torch.get_default_device().type == "meta"
-        conv_encoder = TimmConvEncoder(
-            config.backbone_config.backbone,
-            num_channels=config.num_channels,
-            dilation=config.dilation,
-            pretrained=config.use_pretrained_backbone and not building_for_checkpoint,
-            freeze_batch_norm=config.freeze_backbone_batch_norm,
-            trainable_layers=config.backbone_trainable_layers,
-        )
+        if config.backbone_config.model_type == "timm_backbone":
+            conv_encoder = TimmConvEncoder(
+                config.backbone_config.backbone,
+                num_channels=config.num_channels,
+                dilation=config.dilation,
+                pretrained=config.use_pretrained_backbone and not building_for_checkpoint,
+                freeze_batch_norm=config.freeze_backbone_batch_norm,
+                trainable_layers=config.backbone_trainable_layers,
+            )
+        else:  # use_timm_backbone=False: a transformers backbone (load_backbone), named as in transformers' DETR
+            conv_encoder = TransformersConvEncoder(
+                config,
+                freeze_batch_norm=config.freeze_backbone_batch_norm,
+                trainable_layers=config.backbone_trainable_layers,
+            )
         _mark_initialized(conv_encoder)
         self.backbone = DetrCustomBackbone(conv_encoder)
         self.position_embedding = build_position_embedding(config.position_embedding_type, config.d_model)
@@ -336,7 +260,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             )
         else:
             if not isinstance(encoder_outputs, BaseModelOutput):
-                encoder_outputs = _as_encoder_output(encoder_outputs)
+                encoder_outputs = as_encoder_output(encoder_outputs)
             if encoder_outputs.last_hidden_state.shape != features.shape:
                 raise ValueError(
                     f"encoder_outputs.last_hidden_state has shape {tuple(encoder_outputs.last_hidden_state.shape)}, "
@@ -371,11 +295,11 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         if inputs_embeds is None:
             if pixel_values is None:
                 raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
-            _check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
+            check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels)
             feature_map, mask = self.backbone(pixel_values, pixel_mask)
             features = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, HW, D)
         else:
-            feature_map = _square_feature_map(inputs_embeds, self.config.d_model)  # (B, D, h, w), a view
+            feature_map = square_feature_map(inputs_embeds, self.config.d_model)  # (B, D, h, w), a view
             mask = None if pixel_mask is None else downsample_pixel_mask(pixel_mask, feature_map.shape[-2:])
             features = inputs_embeds
         key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
@@ -408,10 +332,10 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         """
         batch_size, num_groups = len(encoder_hidden_states), self.num_active_query_groups
         num_queries = num_groups * self.config.num_queries
-        initial_hidden_states = _per_group(
+        initial_hidden_states = per_group(
             decoder_inputs_embeds, "decoder_inputs_embeds", batch_size, num_queries, self.config.d_model, num_groups
         )
-        query_padding_mask = _per_group(
+        query_padding_mask = per_group(
             decoder_attention_mask, "decoder_attention_mask", batch_size, num_queries, None, num_groups
         )
         if query_padding_mask is not None:
@@ -445,48 +369,6 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
                     decoder_output.intermediate_hidden_states, num_groups
                 )
         return decoder_output
-
-
-def _per_group(
-    tensor: Tensor | None, name: str, batch_size: int, num_queries: int, hidden_size: int | None, num_groups: int
-) -> Tensor | None:
-    """Checks a per-query decoder input `(B, G * Q[, D])` and lays it out as the decoder batch `(B * G, Q[, D])`."""
-    if tensor is None:
-        return None
-    expected = (batch_size, num_queries) + (() if hidden_size is None else (hidden_size,))
-    if tuple(tensor.shape) != expected:
-        raise ValueError(
-            f"{name} must have shape {expected} (batch_size, num_queries{', d_model' if hidden_size else ''}), "
-            f"got {tuple(tensor.shape)}."
-        )
-    return tensor.reshape(batch_size * num_groups, num_queries // num_groups, *expected[2:])
-
-
-def _square_feature_map(inputs_embeds: Tensor, d_model: int) -> Tensor:
-    """`(B, HW, D)` flattened features as a `(B, D, h, h)` view, taking the map to be square as transformers does."""
-    if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != d_model:
-        raise ValueError(
-            f"inputs_embeds must have shape (batch_size, height * width, d_model={d_model}), "
-            f"got {tuple(inputs_embeds.shape)}."
-        )
-    side = math.isqrt(inputs_embeds.shape[1])
-    if side * side != inputs_embeds.shape[1]:
-        raise ValueError(
-            f"inputs_embeds has {inputs_embeds.shape[1]} positions; the feature map is taken to be square (as in "
-            "transformers' DETR), so it must be a square number."
-        )
-    return inputs_embeds.transpose(1, 2).unflatten(2, (side, side))
-
-
-def _as_encoder_output(encoder_outputs: Any) -> BaseModelOutput:
-    """A tuple/list whose first entry is the encoder output, as a `BaseModelOutput` (only that entry is kept:
-    which optional entries follow it depends on what was requested)."""
-    if not isinstance(encoder_outputs, (tuple, list)) or not isinstance(encoder_outputs[0], Tensor):
-        raise ValueError(
-            "encoder_outputs must be a BaseModelOutput or a tuple whose first entry is the encoder output "
-            f"(batch_size, height * width, d_model), got {type(encoder_outputs).__name__}."
-        )
-    return BaseModelOutput(last_hidden_state=encoder_outputs[0])
 
 
 def _merge_groups(hidden_states: Tensor, num_groups: int) -> Tensor:
@@ -672,17 +554,6 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
 
 def _default(value: bool | None, default: bool | None) -> bool:
     return bool(default) if value is None else value
-
-
-def _check_pixel_inputs(pixel_values: Tensor, pixel_mask: Tensor | None, num_channels: int) -> None:
-    if not isinstance(pixel_values, Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
-        shape = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else type(pixel_values).__name__
-        raise ValueError(f"pixel_values must have shape (batch_size, {num_channels}, height, width), got {shape}.")
-    if pixel_mask is not None and tuple(pixel_mask.shape) != (pixel_values.shape[0], *pixel_values.shape[2:]):
-        raise ValueError(
-            f"pixel_mask must have shape (batch_size, height, width) = "
-            f"{(pixel_values.shape[0], *pixel_values.shape[2:])}, got {tuple(pixel_mask.shape)}."
-        )
 
 
 def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
