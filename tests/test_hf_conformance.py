@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -465,3 +466,98 @@ def test_transformers_backbone_config_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="Pass backbone_config"):
         DetrCustomConfig(use_timm_backbone=False, backbone="microsoft/resnet-50")
     assert isinstance(DetrCustomConfig(use_timm_backbone=False).backbone_config, transformers.ResNetConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image processor: the call options of transformers' DetrImageProcessor, side by side
+# ---------------------------------------------------------------------------------------------------------------
+PROCESSOR_SIZE = {"shortest_edge": 32, "longest_edge": 48}
+
+
+@pytest.fixture(scope="module")
+def processors():
+    from image_processing import DetrCustomImageProcessor
+
+    return DetrCustomImageProcessor(size=PROCESSOR_SIZE), transformers.DetrImageProcessor(size=PROCESSOR_SIZE)
+
+
+def _random_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _compare(ours, theirs, images, atol: float = 1e-5, **options) -> dict:
+    outputs = ours(images, **options)
+    expected = theirs(images, return_tensors="pt", **options)
+    for key in expected.keys():  # transformers leaves pixel_mask out with do_pad=False; ours has all ones then
+        assert outputs[key].shape == expected[key].shape, key
+        torch.testing.assert_close(outputs[key].to(expected[key].dtype), expected[key], atol=atol, rtol=0, msg=key)
+    return outputs
+
+
+def test_processor_input_data_format_as_transformers(processors) -> None:
+    # (4, 6, 3) channels-last: ambiguous without the option only in general; (3, 8, 3) is ambiguous outright.
+    for shape in ((20, 30, 3), (3, 8, 3)):
+        image = torch.from_numpy(_random_image(shape, seed=1))
+        outputs = _compare(*processors, image, input_data_format="channels_last")
+        assert outputs["pixel_values"].shape[1] == 3
+    channels_first = torch.from_numpy(_random_image((3, 20, 30), seed=2))
+    _compare(*processors, channels_first, input_data_format="channels_first")
+
+
+def test_processor_do_convert_rgb_composites_transparency_as_transformers(processors) -> None:
+    import PIL.Image
+
+    image = PIL.Image.fromarray(_random_image((20, 30, 4), seed=3), "RGBA")
+    converted = _compare(*processors, image, do_convert_rgb=True)
+    dropped = processors[0](image)  # default: the alpha channel is dropped (README: a deliberate difference)
+    assert (converted["pixel_values"] - dropped["pixel_values"]).abs().max() > 0.1
+    rgba_tensor = torch.from_numpy(_random_image((4, 20, 30), seed=4))
+    from_tensor = processors[0](rgba_tensor, do_convert_rgb=True)["pixel_values"]
+    from_pil = processors[0](PIL.Image.fromarray(rgba_tensor.permute(1, 2, 0).numpy(), "RGBA"), do_convert_rgb=True)
+    torch.testing.assert_close(from_tensor, from_pil["pixel_values"], atol=1e-5, rtol=0)
+
+
+def test_processor_four_channels_with_four_means_as_transformers(processors) -> None:
+    image = _random_image((20, 30, 4), seed=5)
+    mean, std = [0.5, 0.4, 0.3, 0.2], [0.2, 0.3, 0.4, 0.5]
+    outputs = _compare(*processors, image, image_mean=mean, image_std=std, input_data_format="channels_last")
+    assert outputs["pixel_values"].shape[1] == 4
+    with pytest.raises(ValueError, match="has 3 channels .* image_mean/image_std have 4 values"):
+        processors[0](_random_image((20, 30, 3)), image_mean=mean, image_std=std)
+    with pytest.raises(ValueError, match="image_std"):
+        processors[0](image, image_mean=mean, image_std=[0.2, 0.3, 0.4])
+
+
+def test_processor_pad_size_and_do_pad_per_call_as_transformers(processors) -> None:
+    images = [torch.from_numpy(_random_image((3, 20, 30), seed=6)), torch.from_numpy(_random_image((3, 30, 20)))]
+    padded = _compare(*processors, images, pad_size={"height": 60, "width": 60})
+    assert padded["pixel_values"].shape[-2:] == (60, 60)
+    single = torch.from_numpy(_random_image((3, 20, 30), seed=7))
+    unpadded = _compare(*processors, single, do_pad=False)
+    assert unpadded["pixel_mask"].shape == unpadded["pixel_values"].shape[:1] + unpadded["pixel_values"].shape[2:]
+    assert unpadded["pixel_mask"].all()
+
+
+def test_processor_invalid_format_raises_at_call_time_as_transformers(processors) -> None:
+    from image_processing import DetrCustomImageProcessor
+
+    ours, theirs = processors
+    image = _random_image((20, 30, 3))
+    for processor in (ours, theirs):
+        with pytest.raises(ValueError, match="not a valid"):
+            processor(image, format="coco_instances", return_tensors="pt")
+    built = DetrCustomImageProcessor(format="not_a_format")  # as transformers: accepted here, rejected at the call
+    with pytest.raises(ValueError, match="not a valid annotation format"):
+        built(image)
+    with pytest.raises(ValueError, match="coco_detection' annotations only"):
+        ours(image, format="coco_panoptic")
+    torch.testing.assert_close(ours(image, format="coco_detection")["pixel_values"], ours(image)["pixel_values"])
+
+
+def test_processor_data_format_channels_last(processors) -> None:
+    image = _random_image((20, 30, 3), seed=8)
+    first = processors[0](image)["pixel_values"]
+    last = processors[0](image, data_format="channels_last")["pixel_values"]
+    torch.testing.assert_close(last, first.permute(0, 2, 3, 1))
+    with pytest.raises(ValueError, match="data_format"):
+        processors[0](image, data_format="nchw")
