@@ -353,10 +353,11 @@ def test_sharded_checkpoint_round_trip_in_both_directions(pair, tmp_path) -> Non
                 torch.testing.assert_close(reloaded(**inputs).logits, expected, atol=1e-4, rtol=0, msg=name)
 
 
-def test_dtype_loading_as_transformers(folder) -> None:
+@pytest.mark.parametrize("argument", ["dtype", "torch_dtype"])  # torch_dtype: the older name transformers accepts
+def test_dtype_loading_as_transformers(folder, argument) -> None:
     inputs = make_pixel_inputs(seed=17)
-    ours = DetrCustomForObjectDetection.from_pretrained(folder, dtype=torch.bfloat16).eval()
-    theirs = transformers.DetrForObjectDetection.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    ours = DetrCustomForObjectDetection.from_pretrained(folder, **{argument: torch.bfloat16}).eval()
+    theirs = transformers.DetrForObjectDetection.from_pretrained(folder, **{argument: torch.bfloat16}).eval()
     assert ours.dtype == theirs.dtype == torch.bfloat16
     assert {parameter.dtype for parameter in ours.parameters()} == {torch.bfloat16}
     with torch.no_grad():
