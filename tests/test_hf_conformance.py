@@ -562,3 +562,15 @@ def test_processor_data_format_channels_last(processors) -> None:
     torch.testing.assert_close(last, first.permute(0, 2, 3, 1))
     with pytest.raises(ValueError, match="data_format"):
         processors[0](image, data_format="nchw")
+
+
+def test_torch_export_of_the_model_itself_with_a_pixel_mask_matches_transformers(pair) -> None:
+    # As tools call it: the model itself, keyword inputs from the image processor, a ModelOutput back.
+    ours, theirs = pair
+    inputs = make_pixel_inputs(seed=21)
+    exported = torch.export.export(ours, args=(), kwargs=dict(inputs)).module()
+    with torch.no_grad():
+        expected = theirs(**inputs)
+        outputs = exported(**inputs)
+    torch.testing.assert_close(outputs.logits, expected.logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(outputs.pred_boxes, expected.pred_boxes, atol=1e-4, rtol=0)
