@@ -467,6 +467,11 @@ def test_transformers_backbone_config_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="Pass backbone_config"):
         DetrCustomConfig(use_timm_backbone=False, backbone="microsoft/resnet-50")
     assert isinstance(DetrCustomConfig(use_timm_backbone=False).backbone_config, transformers.ResNetConfig)
+    # A name next to a backbone_config (older transformers configs): the backbone_config decides.
+    named = DetrCustomConfig(
+        use_timm_backbone=False, backbone="resnet50", backbone_config=transformers.ResNetConfig(**TINY_RESNET)
+    )
+    assert named.backbone_config.hidden_sizes == TINY_RESNET["hidden_sizes"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ class DetrCustomConfig(DetrConfig):
 
     The backbone is a timm CNN given as `backbone="resnet50"` (or any timm model with `features_only` support);
     it is stored in `backbone_config` (a `TimmBackboneConfig`), as transformers does, and read back as
-    `config.backbone_config.backbone`. `dilation=True` gives the DC5 variant (output stride 16).
+    `config.backbone_config.backbone`. `dilation=True` gives the DC5 variant (output stride 16). With
+    `use_timm_backbone=False` the backbone is transformers' own, built by `load_backbone` from `backbone_config`
+    (e.g. a `ResNetConfig`; without one, DetrConfig's default ResNet-50), with transformers' parameter names.
 
     Args:
         pre_norm (`bool`, *optional*, defaults to `False`):
@@ -124,7 +126,9 @@ class DetrCustomConfig(DetrConfig):
         backbone = kwargs.pop("backbone", None)
         backbone_kwargs = kwargs.pop("backbone_kwargs", None) or {}
         if not use_timm_backbone:
-            if backbone is not None or backbone_kwargs:
+            # Older transformers configs (e.g. DETR's `no_timm` revision) may name the backbone next to its
+            # backbone_config: the config decides. A name alone would mean downloading one.
+            if self.backbone_config is None and (backbone is not None or backbone_kwargs):
                 raise ValueError(
                     f"use_timm_backbone=False takes its backbone from backbone_config (e.g. transformers' "
                     f"ResNetConfig), not from backbone={backbone!r} / backbone_kwargs: building a config never "
