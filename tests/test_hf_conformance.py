@@ -18,6 +18,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.testing_utils import CaptureLogger
 
 from modeling_detr_custom import (
     DetrCustomForObjectDetection,
@@ -252,11 +253,14 @@ def test_gradient_checkpointing_as_transformers(folder) -> None:
 def test_bare_checkpoint_loads_into_the_detection_head_as_in_transformers(folder, tmp_path) -> None:
     transformers.DetrModel.from_pretrained(folder).save_pretrained(tmp_path)
     inputs = make_pixel_inputs(seed=14)
-    reports, models = {}, {}
+    reports, models, logs = {}, {}, {}
     for name, cls in (("ours", DetrCustomForObjectDetection), ("theirs", transformers.DetrForObjectDetection)):
-        models[name], info = cls.from_pretrained(tmp_path, output_loading_info=True)
-        reports[name] = sorted(info["missing_keys"])
+        with CaptureLogger(transformers.utils.logging.get_logger("transformers.modeling_utils")) as captured:
+            models[name], info = cls.from_pretrained(tmp_path, output_loading_info=True)
+        reports[name], logs[name] = sorted(info["missing_keys"]), captured.out
     assert reports["ours"] == reports["theirs"]
+    # transformers' load report names the newly initialised head for both.
+    assert "LOAD REPORT" in logs["ours"] and "class_labels_classifier.weight" in logs["ours"]
     assert reports["ours"] and all(
         key.startswith(("class_labels_classifier.", "bbox_predictor.")) for key in reports["ours"]
     )
