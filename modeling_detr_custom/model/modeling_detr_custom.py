@@ -49,7 +49,7 @@ _FOCAL_PRIOR_PROBABILITY = 0.01
 
 
 class DetrCustomPreTrainedModel(PreTrainedModel):
-    """Weight initialisation, strict checkpoint loading and Hub-style saving shared by the DETR models."""
+    """Weight initialisation, checkpoint loading (with the base-weights rule) and Hub-style saving of the models."""
 
     config_class = DetrCustomConfig
     config: DetrCustomConfig
