@@ -75,12 +75,23 @@ def _to_supported_dtype(tensor: Tensor, index: int, original: Any) -> Tensor:
     return tensor
 
 
-def _to_channels_first(tensor: Tensor, prefer_channels_last: bool, index: int, original: Any) -> Tensor:
-    """`(C, H, W)` view of a `(H, W)`, `(H, W, C)` or `(C, H, W)` tensor; ambiguous shapes follow the library."""
+def _to_channels_first(
+    tensor: Tensor,
+    prefer_channels_last: bool,
+    index: int,
+    original: Any,
+    num_channels: int = 3,
+    input_data_format: str | None = None,
+) -> Tensor:
+    """`(C, H, W)` view of a `(H, W)`, `(H, W, C)` or `(C, H, W)` tensor; `input_data_format` ("channels_first",
+    "channels_last", "none" for 2-D) decides, otherwise ambiguous shapes follow the library."""
     if tensor.ndim == 2:
         return tensor.unsqueeze(0)
+    if tensor.ndim == 3 and input_data_format is not None:
+        return tensor.permute(2, 0, 1) if input_data_format == "channels_last" else tensor
     if tensor.ndim == 3:
-        first_ok, last_ok = tensor.shape[0] in (1, 3, 4), tensor.shape[-1] in (1, 3, 4)
+        counts = (1, 3, 4, num_channels)
+        first_ok, last_ok = tensor.shape[0] in counts, tensor.shape[-1] in counts
         if last_ok and (prefer_channels_last or not first_ok):
             return tensor.permute(2, 0, 1)  # (H, W, C) -> (C, H, W), a view
         if first_ok:
@@ -102,16 +113,30 @@ def _array_to_tensor(array: np.ndarray, index: int) -> Tensor:
         raise TypeError(f"Image {index} is a {describe(array)}. Accepted: {ACCEPTED_IMAGES}.") from None
 
 
-def image_to_tensor(image: ImageInput, index: int = 0) -> Tensor:
-    """Converts one input image to a `(3, H, W)` tensor: uint8 for 8-bit inputs, float32 in [0, 1] otherwise.
+def image_to_tensor(
+    image: ImageInput,
+    index: int = 0,
+    num_channels: int = 3,
+    input_data_format: str | None = None,
+    do_convert_rgb: bool | None = None,
+) -> Tensor:
+    """Converts one input image to a `(num_channels, H, W)` tensor: uint8 for 8-bit inputs, float32 in [0, 1]
+    otherwise.
 
-    Grayscale is repeated to 3 channels, alpha is dropped, 16-bit data is scaled by 1/65535. Arrays and PIL images
-    are read as `(H, W, C)` when the shape allows it, tensors as `(C, H, W)`. The result may be a view of the
-    input with channels-last strides (resizing those is faster); it is never written to.
+    For 3 channels, grayscale is repeated to 3 channels and alpha is dropped (`do_convert_rgb=True` composites it
+    onto white instead, as transformers' `convert_to_rgb`); other channel counts (e.g. 4 with a 4-value
+    `image_mean`) are taken as they are. 16-bit data is scaled by 1/65535. Arrays and PIL images are read as
+    `(H, W, C)` when the shape allows it, tensors as `(C, H, W)`, unless `input_data_format` says. The result may be
+    a view of the input with channels-last strides (resizing those is faster); it is never written to.
 
     Raises:
-        TypeError: unsupported type or integer dtype. ValueError: unsupported shape, float values outside [0, 1].
+        TypeError: unsupported type or integer dtype. ValueError: unsupported shape or channel count, float values
+        outside [0, 1].
     """
+    input_data_format = _channel_format(input_data_format)
+    if do_convert_rgb and num_channels == 3:
+        image = _composite_onto_white(image, index, input_data_format)
+        input_data_format = "channels_last" if isinstance(image, np.ndarray) and image.ndim == 3 else input_data_format
     if isinstance(image, PIL.Image.Image):
         tensor, prefer_channels_last = _array_to_tensor(_pil_to_array(image), index), True
     elif isinstance(image, np.ndarray):
@@ -120,12 +145,24 @@ def image_to_tensor(image: ImageInput, index: int = 0) -> Tensor:
         tensor, prefer_channels_last = image.detach(), False
     else:
         raise TypeError(f"Image {index} is a {describe(image)}. Accepted: {ACCEPTED_IMAGES}.")
-    tensor = _to_channels_first(tensor, prefer_channels_last, index, image)
+    tensor = _to_channels_first(tensor, prefer_channels_last, index, image, num_channels, input_data_format)
     if tensor.shape[-2] == 0 or tensor.shape[-1] == 0:
         raise ValueError(f"Image {index} is empty: {describe(image)}.")
     tensor = _to_supported_dtype(tensor, index, image)
+    if num_channels != 3:
+        if tensor.shape[0] != num_channels:
+            raise ValueError(
+                f"Image {index} has {tensor.shape[0]} channels ({describe(image)}) but image_mean/image_std have "
+                f"{num_channels} values; pass one mean and std per channel."
+            )
+        return tensor
     if tensor.shape[0] == 1:
         return tensor.expand(3, -1, -1)
+    if tensor.shape[0] not in (3, 4):
+        raise ValueError(
+            f"Image {index} has {tensor.shape[0]} channels ({describe(image)}); pass image_mean and image_std with "
+            f"{tensor.shape[0]} values each to process it, or an image with 1, 3 or 4 channels."
+        )
     return tensor[:3]
 
 
@@ -145,6 +182,41 @@ def to_8bit_pil(image: PIL.Image.Image) -> PIL.Image.Image:
         return image
     unit = image_to_tensor(image)[0]  # (H, W) float32 in [0, 1], by the rule above
     return PIL.Image.fromarray((unit * 255).round().to(torch.uint8).numpy(), mode="L")
+
+
+_CHANNEL_FORMATS = {"channels_first": "channels_first", "first": "channels_first", "channels_last": "channels_last"}
+_CHANNEL_FORMATS["last"] = "channels_last"
+
+
+def _channel_format(value: Any) -> str | None:
+    """`input_data_format` as "channels_first"/"channels_last" (or None); accepts transformers' `ChannelDimension`."""
+    if value is None:
+        return None
+    name = str(getattr(value, "value", value))
+    if name not in _CHANNEL_FORMATS:
+        raise ValueError(f"input_data_format must be 'channels_first', 'channels_last' or None; got {value!r}.")
+    return _CHANNEL_FORMATS[name]
+
+
+def _composite_onto_white(image: ImageInput, index: int, input_data_format: str | None) -> ImageInput:
+    """transformers' `convert_to_rgb`: transparency composited onto white, grayscale to RGB; `(H, W, 3)` arrays for
+    PIL and numpy inputs. Tensors with 4 channels are composited the same way; others pass through."""
+    from transformers.image_transforms import convert_to_rgb
+
+    if isinstance(image, PIL.Image.Image):
+        return convert_to_rgb(image, return_numpy=True)
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        return convert_to_rgb(image, return_numpy=True, input_data_format=input_data_format)
+    if isinstance(image, Tensor) and image.ndim == 3:
+        channels_last = input_data_format == "channels_last"
+        if (image.shape[-1] if channels_last else image.shape[0]) == 4:
+            rgba = image.permute(2, 0, 1) if channels_last else image
+            maximum = 255.0 if rgba.dtype == torch.uint8 else 1.0
+            color, alpha = rgba[:3].float(), rgba[3:].float() / maximum
+            composite = color * alpha + maximum * (1 - alpha)
+            composite = composite.round().to(torch.uint8) if rgba.dtype == torch.uint8 else composite
+            return composite.permute(1, 2, 0) if channels_last else composite
+    return image
 
 
 def make_list_of_images(images: Any) -> list[Any]:

@@ -48,7 +48,14 @@ _OVERRIDABLE = (
     "do_pad",
     "pad_size",
     "do_convert_annotations",
+    "do_convert_rgb",
+    "format",
+    "input_data_format",
+    "data_format",
 )
+_SUPPORTED_FORMAT = "coco_detection"
+_KNOWN_FORMATS = ("coco_detection", "coco_panoptic")  # transformers' AnnotationFormat values
+_DATA_FORMATS = ("channels_first", "channels_last")
 
 
 class DetrCustomImageProcessorKwargs(ImagesKwargs, total=False):
@@ -67,31 +74,57 @@ class _Settings:
     do_rescale: bool
     rescale_factor: float
     do_normalize: bool
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
     do_pad: bool
     pad_size: dict[str, int] | None
     do_convert_annotations: bool
+    do_convert_rgb: bool | None = None
+    format: str = _SUPPORTED_FORMAT
+    input_data_format: str | None = None
+    data_format: str = "channels_first"
 
 
-def _validate_mean_std(value: Any, name: str) -> tuple[float, float, float]:
-    values = [float(value)] * 3 if np.ndim(value) == 0 else [float(v) for v in value]
-    if len(values) != 3 or not all(np.isfinite(values)):
-        raise ValueError(f"`{name}` must be a float or 3 floats (one per RGB channel); got {value!r}.")
+def _validate_mean_std(value: Any, name: str, num_channels: int | None = None) -> tuple[float, ...]:
+    values = [float(value)] * (num_channels or 3) if np.ndim(value) == 0 else [float(v) for v in value]
+    if not values or not all(np.isfinite(values)) or (num_channels is not None and len(values) != num_channels):
+        expected = f"{num_channels} floats (one per channel, as image_mean)" if num_channels else "floats"
+        raise ValueError(f"`{name}` must be a float or {expected}; got {value!r}.")
     if name == "image_std" and min(values) <= 0:
         raise ValueError(f"`image_std` must be positive; got {value!r}.")
-    return (values[0], values[1], values[2])
+    return tuple(values)
+
+
+def _validate_format(value: Any) -> str:
+    """The annotation format, checked when a call uses it (as transformers' `AnnotationFormat(format)`)."""
+    name = str(getattr(value, "value", value))
+    if name not in _KNOWN_FORMATS:
+        raise ValueError(f"{value!r} is not a valid annotation format; use one of {list(_KNOWN_FORMATS)}.")
+    if name != _SUPPORTED_FORMAT:
+        raise ValueError(f"format={name!r} is not supported: this processor handles 'coco_detection' annotations only.")
+    return name
+
+
+def _validate_data_format(value: Any) -> str:
+    name = str(getattr(value, "value", value))
+    name = {"first": "channels_first", "last": "channels_last"}.get(name, name)
+    if name not in _DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {list(_DATA_FORMATS)}; got {value!r}.")
+    return name
 
 
 def _validate_settings(settings: _Settings) -> _Settings:
     if not settings.rescale_factor > 0:
         raise ValueError(f"`rescale_factor` must be positive; got {settings.rescale_factor!r}.")
+    image_mean = _validate_mean_std(settings.image_mean, "image_mean")
+    image_std = _validate_mean_std(settings.image_std, "image_std", len(image_mean))
     return replace(
         settings,
         size=validate_size(settings.size),
         pad_size=validate_pad_size(settings.pad_size),
-        image_mean=_validate_mean_std(settings.image_mean, "image_mean"),
-        image_std=_validate_mean_std(settings.image_std, "image_std"),
+        image_mean=image_mean,
+        image_std=image_std,
+        data_format=_validate_data_format(settings.data_format),
     )
 
 
@@ -117,9 +150,15 @@ class DetrCustomImageProcessor(BaseImageProcessor):
         do_convert_annotations (`bool`, *optional*, defaults to `True`): Return boxes as normalised
             `(cx, cy, w, h)` relative to the resized, unpadded image; `False` returns absolute `(x0, y0, x1, y1)`
             in the resized image.
-        format (`str`, *optional*, defaults to `"coco_detection"`): The only supported annotation format.
+        format (`str`, *optional*, defaults to `"coco_detection"`): The only supported annotation format; checked
+            when a call uses it (an unknown format raises there, as in transformers; `"coco_panoptic"` raises too).
+        do_convert_rgb (`bool`, *optional*): `True` composites transparency onto white (transformers'
+            `convert_to_rgb`); otherwise the alpha channel is dropped.
 
-    Every option can be overridden per call: `processor(images, do_resize=False)`.
+    Every option can be overridden per call: `processor(images, do_resize=False)`; calls also take
+    `input_data_format` (`"channels_first"`/`"channels_last"`, inferred when None) and `data_format`
+    (`"channels_last"` returns `(batch_size, height, width, channels)` pixel values). With an `image_mean`/`image_std`
+    of N values, images must have N channels and keep them (e.g. RGB + infrared).
     """
 
     model_input_names = ["pixel_values", "pixel_mask"]
@@ -139,6 +178,7 @@ class DetrCustomImageProcessor(BaseImageProcessor):
         pad_size: dict[str, int] | None = None,
         do_convert_annotations: bool = True,
         format: str = "coco_detection",
+        do_convert_rgb: bool | None = None,
         **kwargs: Any,
     ) -> None:
         max_size = kwargs.pop("max_size", None)  # legacy DETR configs: {"size": 800, "max_size": 1333}
@@ -146,8 +186,6 @@ class DetrCustomImageProcessor(BaseImageProcessor):
         super().__init__(**kwargs)
         if int(resample) != PILImageResampling.BILINEAR:
             raise ValueError(f"Only bilinear resampling (resample=2) is supported; got resample={resample!r}.")
-        if str(getattr(format, "value", format)) != "coco_detection":
-            raise ValueError(f"Only the 'coco_detection' annotation format is supported; got {format!r}.")
         settings = _Settings(
             do_resize=bool(do_resize),
             size=validate_size(size if size is not None else default_size(), max_size),
@@ -159,19 +197,23 @@ class DetrCustomImageProcessor(BaseImageProcessor):
             do_pad=bool(do_pad),
             pad_size=pad_size,
             do_convert_annotations=bool(do_convert_annotations),
+            do_convert_rgb=do_convert_rgb,
+            format=str(getattr(format, "value", format)),  # checked at call time, as transformers
+            data_format="channels_first",
         )
         settings = _validate_settings(settings)
         for name in _OVERRIDABLE:
             value = getattr(settings, name)
             setattr(self, name, list(value) if isinstance(value, tuple) else value)
         self.resample = int(resample)
-        self.format = "coco_detection"
 
     def _settings(self, overrides: dict[str, Any]) -> _Settings:
         unknown = sorted(set(overrides) - set(_OVERRIDABLE))
         if unknown:
             raise ValueError(f"Unknown option(s) {unknown}; the options a call can override are {list(_OVERRIDABLE)}.")
-        values = {name: overrides.get(name, getattr(self, name)) for name in _OVERRIDABLE}
+        values = {name: overrides.get(name, getattr(self, name, None)) for name in _OVERRIDABLE}
+        values["data_format"] = values["data_format"] or "channels_first"
+        values["format"] = values["format"] or _SUPPORTED_FORMAT
         return _validate_settings(_Settings(**values))
 
     def __call__(
@@ -206,8 +248,12 @@ class DetrCustomImageProcessor(BaseImageProcessor):
     ) -> BatchFeature:
         """See `__call__`."""
         settings = self._settings(overrides)
+        _validate_format(settings.format)
         stack = _validate_return_tensors(return_tensors)
-        image_list = [image_to_tensor(image, i) for i, image in enumerate(make_list_of_images(images))]
+        image_list = [
+            image_to_tensor(image, i, len(settings.image_mean), settings.input_data_format, settings.do_convert_rgb)
+            for i, image in enumerate(make_list_of_images(images))
+        ]
         targets = None
         if annotations is not None:
             annotation_list = [annotations] if isinstance(annotations, Mapping) else list(annotations)
@@ -223,6 +269,8 @@ class DetrCustomImageProcessor(BaseImageProcessor):
         if settings.do_resize:
             image_list = [_resize(image, settings.size) for image in image_list]
         data = _normalize_and_pad(image_list, settings, stack)
+        if settings.data_format == "channels_last":
+            data["pixel_values"] = _channels_last(data["pixel_values"])
         if targets is not None:
             data["labels"] = [
                 finalize_target(target, tuple(image.shape[-2:]), settings.do_convert_annotations)
@@ -284,7 +332,7 @@ def _resize(image: Tensor, size: dict[str, int]) -> Tensor:
 
 
 def _affine(image: Tensor, settings: _Settings) -> tuple[Tensor, Tensor] | None:
-    """`(3, 1, 1)` scale and bias with `output = image * scale + bias`; None when the output is the input.
+    """`(C, 1, 1)` scale and bias with `output = image * scale + bias`; None when the output is the input.
 
     `(image / 255 - mean) / std` folded into one multiply-add: float32 results within 1e-6 of transformers'
     `(image - 255 mean) / (255 std)`, in one pass over the pixels instead of three.
@@ -295,10 +343,13 @@ def _affine(image: Tensor, settings: _Settings) -> tuple[Tensor, Tensor] | None:
         std = torch.tensor(settings.image_std, dtype=torch.float64)
         scale, bias = rescale / std, -mean / std
     elif rescale != 1.0:
-        scale, bias = torch.full((3,), rescale, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+        channels = image.shape[0]
+        scale, bias = torch.full((channels,), rescale, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
     else:
         return None
-    return scale.view(3, 1, 1).to(torch.float32).to(image.device), bias.view(3, 1, 1).to(torch.float32).to(image.device)
+    return scale.view(-1, 1, 1).to(torch.float32).to(image.device), bias.view(-1, 1, 1).to(torch.float32).to(
+        image.device
+    )
 
 
 def _write_normalized(out: Tensor, image: Tensor, affine: tuple[Tensor, Tensor] | None) -> None:
@@ -340,7 +391,7 @@ def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
 def _normalize_and_pad(images: list[Tensor], settings: _Settings, stack: bool) -> dict[str, Any]:
     """Normalises every image straight into the zero-initialised padded batch: one pass over the real pixels."""
     sizes = [tuple(image.shape[-2:]) for image in images]
-    affines = {image.dtype: _affine(image, settings) for image in images} if images[0].shape[0] == 3 else {}
+    affines = {image.dtype: _affine(image, settings) for image in images}
     if not settings.do_pad and not stack:
         outputs = [torch.empty(image.shape, dtype=torch.float32, device=image.device) for image in images]
         for out, image in zip(outputs, images):
@@ -362,6 +413,13 @@ def _normalize_and_pad(images: list[Tensor], settings: _Settings, stack: bool) -
     if stack:
         return {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
     return {"pixel_values": list(pixel_values), "pixel_mask": list(pixel_mask)}
+
+
+def _channels_last(pixel_values: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+    """`data_format="channels_last"`: `(B, H, W, C)` (or `(H, W, C)` per image), contiguous."""
+    if isinstance(pixel_values, Tensor):
+        return pixel_values.permute(0, 2, 3, 1).contiguous()
+    return [image.permute(1, 2, 0).contiguous() for image in pixel_values]
 
 
 def _validate_return_tensors(return_tensors: Any) -> bool:

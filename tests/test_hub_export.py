@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForObjectDetection
+from transformers import AutoConfig, AutoModel, AutoModelForObjectDetection, ResNetConfig
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection, DetrCustomModel
 from tests.conftest import make_pixel_inputs, make_tiny_config, run_isolated_python
@@ -25,6 +25,9 @@ MODELING_FILES = {
     "fused_conv_bn.py",
     "tensor_cache.py",
     "validation.py",
+    "model_inputs.py",
+    "model_outputs.py",
+    "loading_rules.py",
 }
 
 # Runs where the package cannot be imported: only the files saved next to the weights are available.
@@ -54,8 +57,18 @@ model.save_pretrained(resave_folder)
 # The default architecture, and the options of the `make demo` preset (whose checkpoint users load the same way).
 @pytest.fixture(
     scope="module",
-    params=[{}, {"query_anchor_boxes": True, "freeze_backbone_batch_norm": False}],
-    ids=["default", "demo-options"],
+    params=[
+        {},
+        {"query_anchor_boxes": True, "freeze_backbone_batch_norm": False},
+        {  # use_timm_backbone=False: transformers' own ResNet backbone, built from the saved backbone_config
+            "use_timm_backbone": False,
+            "backbone": None,
+            "backbone_config": ResNetConfig(
+                embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], layer_type="basic"
+            ),
+        },
+    ],
+    ids=["default", "demo-options", "transformers-resnet"],
 )
 def saved(request, tmp_path_factory) -> tuple[Path, DetrCustomForObjectDetection]:
     torch.manual_seed(0)

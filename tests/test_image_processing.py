@@ -445,7 +445,6 @@ def test_post_processing_errors() -> None:
         ({"image_std": [0.1, 0.0, 0.2]}, ValueError, "image_std"),
         ({"image_mean": [0.1, 0.2]}, ValueError, "image_mean"),
         ({"resample": 3}, ValueError, "bilinear"),
-        ({"format": "coco_panoptic"}, ValueError, "coco_detection"),
         ({"pad_size": {"height": 10}}, ValueError, "pad_size"),
     ],
 )

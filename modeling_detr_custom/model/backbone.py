@@ -5,6 +5,7 @@ The speed path (BatchNorm folded into the convolutions, channels-last) lives in 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import timm
@@ -17,6 +18,7 @@ from .fused_conv_bn import channels_last_pays_off, fold_frozen_batch_norms
 __all__ = [
     "DetrCustomBackbone",
     "TimmConvEncoder",
+    "TransformersConvEncoder",
     "downsample_pixel_mask",
     "stage_index_per_parameter",
 ]
@@ -65,7 +67,47 @@ def _create_features_model(name: str, **kwargs: Any) -> nn.Module:
         return timm.create_model(name, **kwargs)
 
 
-class TimmConvEncoder(nn.Module):
+class _StagedConvEncoder(nn.Module):
+    """Stage freezing shared by the CNN wrappers: `self.model` is the CNN, `self._stage_of_parameter` maps each of
+    its parameter names to a stage index (0 = stem)."""
+
+    model: nn.Module
+    _stage_of_parameter: dict[str, int]
+
+    @property
+    def num_stages(self) -> int:
+        """Number of feature stages (5 for a ResNet: the stem and layer1-layer4)."""
+        return max(self._stage_of_parameter.values()) + 1
+
+    def set_trainable_layers(self, trainable_layers: int) -> None:
+        """Trains the last `trainable_layers` stages and freezes the others (parameters and BatchNorm statistics).
+
+        Args:
+            trainable_layers: 0 freezes everything; `num_stages` (or more) trains everything.
+        """
+        if trainable_layers < 0:
+            raise ValueError(f"trainable_layers={trainable_layers} must be >= 0.")
+        first_trainable = self.num_stages - trainable_layers
+        for param_name, param in self.model.named_parameters():
+            param.requires_grad_(self._stage_of_parameter[param_name] >= first_trainable)
+        # A trainable BatchNorm2d of a frozen stage must not update its running statistics either (see `train`).
+        self._frozen_batch_norms = [
+            module
+            for module in self.model.modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and not any(param.requires_grad for param in module.parameters())
+        ]
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> _StagedConvEncoder:
+        """Sets training mode, keeping the trainable BatchNorms of frozen stages in eval mode."""
+        super().train(mode)
+        for module in getattr(self, "_frozen_batch_norms", []):
+            module.train(False)
+        return self
+
+
+class TimmConvEncoder(_StagedConvEncoder):
     """A timm CNN returning its last feature map, with frozen BatchNorm and frozen early stages.
 
     The timm network is the child `model`, so parameter names are those of transformers' DETR checkpoints
@@ -121,38 +163,6 @@ class TimmConvEncoder(nn.Module):
         self._frozen_batch_norms: list[nn.Module] = []
         self.set_trainable_layers(trainable_layers)
 
-    @property
-    def num_stages(self) -> int:
-        """Number of feature stages (5 for a ResNet: the stem and layer1-layer4)."""
-        return max(self._stage_of_parameter.values()) + 1
-
-    def set_trainable_layers(self, trainable_layers: int) -> None:
-        """Trains the last `trainable_layers` stages and freezes the others (parameters and BatchNorm statistics).
-
-        Args:
-            trainable_layers: 0 freezes everything; `num_stages` (or more) trains everything.
-        """
-        if trainable_layers < 0:
-            raise ValueError(f"trainable_layers={trainable_layers} must be >= 0.")
-        first_trainable = self.num_stages - trainable_layers
-        for param_name, param in self.model.named_parameters():
-            param.requires_grad_(self._stage_of_parameter[param_name] >= first_trainable)
-        # A trainable BatchNorm2d of a frozen stage must not update its running statistics either (see `train`).
-        self._frozen_batch_norms = [
-            module
-            for module in self.model.modules()
-            if isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and not any(param.requires_grad for param in module.parameters())
-        ]
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> TimmConvEncoder:
-        """Sets training mode, keeping the trainable BatchNorms of frozen stages in eval mode."""
-        super().train(mode)
-        for module in self._frozen_batch_norms:
-            module.train(False)
-        return self
-
     def forward(self, pixel_values: Tensor) -> Tensor:
         """Maps `(batch_size, num_channels, height, width)` images to the last feature map
         `(batch_size, channels, height / stride, width / stride)` (channels-last if `self.channels_last`)."""
@@ -165,6 +175,54 @@ class TimmConvEncoder(nn.Module):
         training the weights and their gradients) between memory formats; the threshold is lower for inference."""
         batch_size, _, height, width = pixel_values.shape
         return channels_last_pays_off(batch_size * height * width, self.training and torch.is_grad_enabled())
+
+
+class TransformersConvEncoder(_StagedConvEncoder):
+    """A transformers backbone (`load_backbone`, e.g. `ResNetBackbone` from a `ResNetConfig`) returning its last
+    feature map, with frozen BatchNorm and frozen early stages, as transformers' DETR builds it with
+    `use_timm_backbone=False`.
+
+    The backbone is the child `model`, so parameter names are those of transformers' checkpoints
+    (`conv_encoder.model.embedder.embedder.convolution.weight`, `conv_encoder.model.encoder.stages.0...`).
+    Stages follow the backbone's names: `embedder`/`embeddings` and anything outside `encoder.stages.N` is the
+    stem (stage 0), `encoder.stages.N` is stage `N + 1`.
+
+    Args:
+        config: The DETR config; its `backbone_config` (a transformers backbone config) builds the backbone.
+        freeze_batch_norm: Replace BatchNorm2d by FrozenBatchNorm2d.
+        trainable_layers: Trainable stages counted from the last (stem + stages); 3 = original recipe.
+    """
+
+    def __init__(self, config: Any, freeze_batch_norm: bool = True, trainable_layers: int = 3) -> None:
+        super().__init__()
+        from transformers.backbone_utils import load_backbone  # the timm path does not need it
+
+        self.model = load_backbone(config)
+        self.num_channels = self.model.channels[-1]
+        if freeze_batch_norm:
+            replace_batch_norm(self.model)
+        self._stage_of_parameter = {name: _transformers_stage_index(name) for name, _ in self.model.named_parameters()}
+        self._frozen_batch_norms: list[nn.Module] = []
+        self.set_trainable_layers(trainable_layers)
+
+    @property
+    def num_stages(self) -> int:
+        """Stem plus the backbone's stages (5 for a ResNet)."""
+        return len(getattr(self.model, "stage_names", ())) or super().num_stages
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        """Maps `(batch_size, num_channels, height, width)` images to the last feature map
+        `(batch_size, channels, height / stride, width / stride)`."""
+        return self.model(pixel_values).feature_maps[-1]
+
+
+_STAGE_PATTERN = re.compile(r"(?:^|\.)stages\.(\d+)\.")
+
+
+def _transformers_stage_index(name: str) -> int:
+    """Stage of a transformers backbone parameter: `encoder.stages.N.` -> N + 1, anything else (the stem) -> 0."""
+    match = _STAGE_PATTERN.search(name)
+    return int(match.group(1)) + 1 if match else 0
 
 
 def downsample_pixel_mask(pixel_mask: Tensor, size: tuple[int, int]) -> Tensor:
@@ -187,7 +245,7 @@ class DetrCustomBackbone(nn.Module):
         conv_encoder: The CNN (child `conv_encoder`, matching transformers' checkpoint names).
     """
 
-    def __init__(self, conv_encoder: TimmConvEncoder) -> None:
+    def __init__(self, conv_encoder: TimmConvEncoder | TransformersConvEncoder) -> None:
         super().__init__()
         self.conv_encoder = conv_encoder
 

@@ -28,7 +28,9 @@ class DetrCustomConfig(DetrConfig):
 
     The backbone is a timm CNN given as `backbone="resnet50"` (or any timm model with `features_only` support);
     it is stored in `backbone_config` (a `TimmBackboneConfig`), as transformers does, and read back as
-    `config.backbone_config.backbone`. `dilation=True` gives the DC5 variant (output stride 16).
+    `config.backbone_config.backbone`. `dilation=True` gives the DC5 variant (output stride 16). With
+    `use_timm_backbone=False` the backbone is transformers' own, built by `load_backbone` from `backbone_config`
+    (e.g. a `ResNetConfig`; without one, DetrConfig's default ResNet-50), with transformers' parameter names.
 
     Args:
         pre_norm (`bool`, *optional*, defaults to `False`):
@@ -120,14 +122,21 @@ class DetrCustomConfig(DetrConfig):
     focal_gamma: float | int = 2
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if not kwargs.pop("use_timm_backbone", True):
-            raise ValueError(
-                "use_timm_backbone=False is not supported: DetrCustom builds its backbone with timm. Pass a timm "
-                "model name instead, e.g. backbone='resnet50'."
-            )
+        use_timm_backbone = kwargs.pop("use_timm_backbone", True)
         backbone = kwargs.pop("backbone", None)
         backbone_kwargs = kwargs.pop("backbone_kwargs", None) or {}
-        if self.backbone_config is None:
+        if not use_timm_backbone:
+            # Older transformers configs (e.g. DETR's `no_timm` revision) may name the backbone next to its
+            # backbone_config: the config decides. A name alone would mean downloading one.
+            if self.backbone_config is None and (backbone is not None or backbone_kwargs):
+                raise ValueError(
+                    f"use_timm_backbone=False takes its backbone from backbone_config (e.g. transformers' "
+                    f"ResNetConfig), not from backbone={backbone!r} / backbone_kwargs: building a config never "
+                    "downloads one. Pass backbone_config instead."
+                )
+            # backbone_config None: DetrConfig builds its default, a ResNet-50 `ResNetConfig(out_features=["stage4"])`.
+            kwargs["use_timm_backbone"] = False
+        elif self.backbone_config is None:
             # Built here rather than by DetrConfig: with `backbone_kwargs` DetrConfig would ask the Hub whether
             # `backbone` is a repository, and building a config must never touch the network.
             self.backbone_config = _timm_backbone_config(
@@ -189,21 +198,33 @@ def _backbone_name(backbone_config: Any) -> str | None:
 
 
 def _check_backbone(config: DetrCustomConfig) -> None:
-    model_type = getattr(config.backbone_config, "model_type", None)
-    if model_type != "timm_backbone":
+    backbone_config = config.backbone_config
+    if backbone_config is None or not hasattr(backbone_config, "model_type"):
         raise ValueError(
-            f"backbone_config has model_type {model_type!r}; DetrCustom only supports timm backbones "
-            "(model_type 'timm_backbone'). Pass backbone='<timm model name>' instead."
+            f"backbone_config must be a backbone configuration (timm's or transformers' such as ResNetConfig), got "
+            f"{type(backbone_config).__name__}."
         )
-    if not config.backbone_config.backbone:
-        raise ValueError("backbone_config.backbone is empty; set backbone to a timm model name such as 'resnet50'.")
-    import timm  # the backbone is built with timm, so a name it does not know can never build
+    if backbone_config.model_type == "timm_backbone":
+        if not backbone_config.backbone:
+            raise ValueError("backbone_config.backbone is empty; set backbone to a timm model name such as 'resnet50'.")
+        import timm  # the backbone is built with timm, so a name it does not know can never build
 
-    if not timm.is_model(config.backbone_config.backbone):
-        raise ValueError(
-            f"backbone {config.backbone_config.backbone!r} is not a timm model name; use a CNN that timm builds with "
-            "features_only, e.g. 'resnet50', 'resnet101', 'regnetx_002' (see timm.list_models())."
-        )
+        if not timm.is_model(backbone_config.backbone):
+            raise ValueError(
+                f"backbone {backbone_config.backbone!r} is not a timm model name; use a CNN that timm builds with "
+                "features_only, e.g. 'resnet50', 'resnet101', 'regnetx_002' (see timm.list_models())."
+            )
+    else:
+        if config.dilation:
+            raise ValueError(
+                "dilation=True (DC5) needs a timm backbone (it sets timm's output_stride); transformers' "
+                f"{type(backbone_config).__name__} has no such option. Use backbone='resnet50' or dilation=False."
+            )
+        if getattr(backbone_config, "num_channels", config.num_channels) != config.num_channels:
+            raise ValueError(
+                f"num_channels={config.num_channels} differs from backbone_config.num_channels="
+                f"{backbone_config.num_channels}; set both to the number of image channels."
+            )
     _check_int_range(config, "backbone_trainable_layers", 0, _NUM_BACKBONE_STAGES)
     _check_int_range(config, "num_channels", 1, None)
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.modeling_outputs import BaseModelOutput
 
-from .backbone import DetrCustomBackbone, TimmConvEncoder
+from .backbone import DetrCustomBackbone, TimmConvEncoder, TransformersConvEncoder, downsample_pixel_mask
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
+from .loading_rules import check_base_weights
 from .matcher import HungarianMatcher
+from .model_inputs import as_encoder_output, check_pixel_inputs, per_group, square_feature_map
+from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .query_anchors import QueryAnchorBoxes
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
@@ -46,65 +48,8 @@ _FOCAL_PRIOR_PROBABILITY = 0.01
 # Tolerance on normalised label boxes: they must lie in [0, 1], up to rounding.
 
 
-@dataclass
-class DetrCustomModelOutput(ModelOutput):
-    """Output of [`DetrCustomModel`].
-
-    Args:
-        last_hidden_state: `(batch_size, num_queries, d_model)`, the decoder output after its final LayerNorm.
-        intermediate_hidden_states: `(decoder_layers, batch_size, num_queries, d_model)`, every decoder layer's
-            output through the final LayerNorm; only when `config.auxiliary_loss`.
-        decoder_hidden_states: Decoder input and each layer's output, `(batch_size, num_queries, d_model)` each.
-        decoder_attentions: Decoder self-attention weights `(batch_size, heads, num_queries, num_queries)`.
-        cross_attentions: Cross-attention weights `(batch_size, heads, num_queries, height * width)`.
-        encoder_last_hidden_state: `(batch_size, height * width, d_model)`.
-        encoder_hidden_states: Encoder input and each layer's output, `(batch_size, height * width, d_model)`.
-        encoder_attentions: Encoder weights `(batch_size, heads, height * width, height * width)`.
-    """
-
-    last_hidden_state: Tensor | None = None
-    intermediate_hidden_states: Tensor | None = None
-    decoder_hidden_states: tuple[Tensor, ...] | None = None
-    decoder_attentions: tuple[Tensor, ...] | None = None
-    cross_attentions: tuple[Tensor, ...] | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    encoder_attentions: tuple[Tensor, ...] | None = None
-
-
-@dataclass
-class DetrCustomObjectDetectionOutput(ModelOutput):
-    """Output of [`DetrCustomForObjectDetection`].
-
-    Args:
-        loss: Total weighted loss (scalar), when `labels` are given.
-        loss_dict: Every loss term and logged metric (`loss_ce`, `loss_bbox`, `loss_giou`, `cardinality_error`,
-            `class_error`, and `*_k` for auxiliary output `k`), when `labels` are given.
-        logits: `(batch_size, num_queries, num_labels + 1)`; the last class is "no object".
-        pred_boxes: `(batch_size, num_queries, 4)`, normalised `(cx, cy, w, h)` relative to the unpadded image.
-        auxiliary_outputs: One `{"logits", "pred_boxes"}` dict per decoder layer but the last, first layer
-            first; when `config.auxiliary_loss` and the model is training or given `labels`.
-        last_hidden_state: `(batch_size, num_queries, d_model)`.
-        decoder_hidden_states, decoder_attentions, cross_attentions, encoder_last_hidden_state,
-        encoder_hidden_states, encoder_attentions: As in [`DetrCustomModelOutput`].
-    """
-
-    loss: Tensor | None = None
-    loss_dict: dict[str, Tensor] | None = None
-    logits: Tensor | None = None
-    pred_boxes: Tensor | None = None
-    auxiliary_outputs: list[dict[str, Tensor]] | None = None
-    last_hidden_state: Tensor | None = None
-    decoder_hidden_states: tuple[Tensor, ...] | None = None
-    decoder_attentions: tuple[Tensor, ...] | None = None
-    cross_attentions: tuple[Tensor, ...] | None = None
-    encoder_last_hidden_state: Tensor | None = None
-    encoder_hidden_states: tuple[Tensor, ...] | None = None
-    encoder_attentions: tuple[Tensor, ...] | None = None
-
-
 class DetrCustomPreTrainedModel(PreTrainedModel):
-    """Weight initialisation, strict checkpoint loading and Hub-style saving shared by the DETR models."""
+    """Weight initialisation, checkpoint loading (with the base-weights rule) and Hub-style saving of the models."""
 
     config_class = DetrCustomConfig
     config: DetrCustomConfig
@@ -152,28 +97,32 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
-        """`PreTrainedModel.from_pretrained` that fails on any missing or unexpected weight.
+        """`PreTrainedModel.from_pretrained`, with one safety rule on top of transformers' behaviour.
 
-        Loads our checkpoints and transformers' `DetrForObjectDetection`/`DetrModel` checkpoints (model_type
-        `"detr"`). Only `num_batches_tracked` (present with trainable BatchNorm only) may differ. With
-        `ignore_mismatched_sizes=True`, weights whose shape changed (e.g. the class head for a new `num_labels`)
-        are re-initialised.
+        As in transformers: weights the checkpoint lacks outside the base model (a new head, e.g. loading a bare
+        `DetrCustomModel` checkpoint into `DetrCustomForObjectDetection`; the Group DETR query table) are
+        initialised, and transformers' load report lists them; `ignore_mismatched_sizes=True` re-initialises
+        weights whose shape changed (e.g. the class head for a new `num_labels`); `output_loading_info=True`
+        returns the report. Loads our checkpoints and transformers' `DetrForObjectDetection`/`DetrModel` ones.
+
+        The rule (`check_base_weights`): backbone and transformer weights (backbone, input projection, position
+        embeddings, encoder, decoder, query embeddings) that are missing, unexpected or of another shape raise,
+        because a model with random weights there predicts garbage without any other sign.
+
+        Args:
+            allow_partial_base_weights: `True` turns that error into transformers' report (the weights are then
+                initialised at random, e.g. to train a changed encoder from scratch).
 
         Raises:
-            ValueError: listing the missing and unexpected keys, instead of silently initialising them.
+            ValueError: naming the missing, unexpected and mismatched backbone/transformer keys.
         """
+        allow_partial_base_weights = kwargs.pop("allow_partial_base_weights", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         model, loading_info = super().from_pretrained(
             pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
         )
-        missing, unexpected = sorted(loading_info["missing_keys"]), sorted(loading_info["unexpected_keys"])
-        if missing or unexpected:
-            raise ValueError(
-                f"The checkpoint at {pretrained_model_name_or_path} does not match {cls.__name__} "
-                f"(backbone {model.config.backbone_config.backbone!r}): missing keys {missing}, unexpected keys "
-                f"{unexpected}. Check that the config (backbone, layers, position_embedding_type, pre_norm) "
-                "matches the checkpoint."
-            )
+        if not allow_partial_base_weights:
+            check_base_weights(loading_info, f"{cls.__name__} from {pretrained_model_name_or_path}")
         # Loading re-creates every parameter with requires_grad=True: freeze the configured backbone stages again.
         model.base_model.unfreeze_backbone()
         return (model, loading_info) if output_loading_info else model
@@ -221,14 +170,21 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         config.validate_detr_custom_values()
         # Under from_pretrained the model is built on the meta device and every weight comes from the checkpoint.
         building_for_checkpoint = torch.get_default_device().type == "meta"
-        conv_encoder = TimmConvEncoder(
-            config.backbone_config.backbone,
-            num_channels=config.num_channels,
-            dilation=config.dilation,
-            pretrained=config.use_pretrained_backbone and not building_for_checkpoint,
-            freeze_batch_norm=config.freeze_backbone_batch_norm,
-            trainable_layers=config.backbone_trainable_layers,
-        )
+        if config.backbone_config.model_type == "timm_backbone":
+            conv_encoder = TimmConvEncoder(
+                config.backbone_config.backbone,
+                num_channels=config.num_channels,
+                dilation=config.dilation,
+                pretrained=config.use_pretrained_backbone and not building_for_checkpoint,
+                freeze_batch_norm=config.freeze_backbone_batch_norm,
+                trainable_layers=config.backbone_trainable_layers,
+            )
+        else:  # use_timm_backbone=False: a transformers backbone (load_backbone), named as in transformers' DETR
+            conv_encoder = TransformersConvEncoder(
+                config,
+                freeze_batch_norm=config.freeze_backbone_batch_norm,
+                trainable_layers=config.backbone_trainable_layers,
+            )
         _mark_initialized(conv_encoder)
         self.backbone = DetrCustomBackbone(conv_encoder)
         self.position_embedding = build_position_embedding(config.position_embedding_type, config.d_model)
@@ -253,55 +209,103 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: Tensor,
+        pixel_values: Tensor | None = None,
         pixel_mask: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple[Tensor, ...] | None = None,
+        inputs_embeds: Tensor | None = None,
+        decoder_inputs_embeds: Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        **kwargs: Any,
     ) -> DetrCustomModelOutput | tuple[Tensor, ...]:
-        """Encodes images and decodes the object queries.
+        """Encodes images and decodes the object queries; the arguments of transformers' `DetrModel.forward`.
 
         Args:
             pixel_values: `(batch_size, num_channels, height, width)` float images.
             pixel_mask: `(batch_size, height, width)`, 1 on real pixels and 0 on padding; None = no padding.
+            decoder_attention_mask: `(batch_size, num_queries)`, 1 on queries the decoder self-attention may attend
+                to, 0 on masked ones; None = all.
+            encoder_outputs: A previous call's encoder result (`BaseModelOutput` or a tuple whose first entry is
+                the `(batch_size, height * width, d_model)` encoder output): the encoder is skipped. The backbone
+                still runs on `pixel_values` for the padding mask and the position embeddings (as transformers).
+            inputs_embeds: `(batch_size, height * width, d_model)` flattened features replacing the backbone and
+                the input projection; the feature map is taken to be square (as transformers), and `pixel_mask` is
+                downsampled to it.
+            decoder_inputs_embeds: `(batch_size, num_queries, d_model)` decoder input instead of zeros.
             output_attentions: Return attention weights (computed without SDPA); defaults to the config.
             output_hidden_states: Return per-layer hidden states; defaults to the config.
             return_dict: Return a `DetrCustomModelOutput` instead of a tuple; defaults to the config.
+            kwargs: Ignored, as transformers' DETR ignores keys it does not use (e.g. `decoder_input_ids`).
 
         Returns:
-            A `DetrCustomModelOutput` (or its tuple).
+            A `DetrCustomModelOutput` (or its tuple, without the None entries).
+
+        Raises:
+            ValueError: neither `pixel_values` nor `inputs_embeds`, or inputs of the wrong shape.
         """
         output_attentions = _default(output_attentions, self.config.output_attentions)
         output_hidden_states = _default(output_hidden_states, self.config.output_hidden_states)
         return_dict = _default(return_dict, self.config.return_dict)
-        _check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels, self.dtype)
-
-        feature_map, mask = self.backbone(pixel_values, pixel_mask)
-        key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
-        # Without padding the positions depend on the shape alone (the embedding caches them).
-        position_embeddings = self.position_embedding(feature_map, None if key_padding_mask is None else mask)
-        features = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, HW, D)
-        encoder_output = self.encoder(
-            features, position_embeddings, key_padding_mask, output_attentions, output_hidden_states
-        )
+        features, position_embeddings, key_padding_mask = self._encoder_inputs(pixel_values, pixel_mask, inputs_embeds)
+        if encoder_outputs is None:
+            encoder_output = self.encoder(
+                features, position_embeddings, key_padding_mask, output_attentions, output_hidden_states
+            )
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_output.last_hidden_state,
+                hidden_states=encoder_output.hidden_states,
+                attentions=encoder_output.attentions,
+            )
+        else:
+            if not isinstance(encoder_outputs, BaseModelOutput):
+                encoder_outputs = as_encoder_output(encoder_outputs)
+            if encoder_outputs.last_hidden_state.shape != features.shape:
+                raise ValueError(
+                    f"encoder_outputs.last_hidden_state has shape {tuple(encoder_outputs.last_hidden_state.shape)}, "
+                    f"but these inputs give encoder features of shape {tuple(features.shape)}."
+                )
         decoder_output = self._decode(
-            encoder_output.last_hidden_state,
+            encoder_outputs.last_hidden_state,
             position_embeddings,
             key_padding_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            decoder_attention_mask=decoder_attention_mask,
         )
         output = DetrCustomModelOutput(
             last_hidden_state=decoder_output.last_hidden_state,
-            intermediate_hidden_states=decoder_output.intermediate_hidden_states,
             decoder_hidden_states=decoder_output.hidden_states,
             decoder_attentions=decoder_output.attentions,
             cross_attentions=decoder_output.cross_attentions,
-            encoder_last_hidden_state=encoder_output.last_hidden_state,
-            encoder_hidden_states=encoder_output.hidden_states,
-            encoder_attentions=encoder_output.attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            intermediate_hidden_states=decoder_output.intermediate_hidden_states,
         )
         return output if return_dict else output.to_tuple()
+
+    def _encoder_inputs(
+        self, pixel_values: Tensor | None, pixel_mask: Tensor | None, inputs_embeds: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Flattened features `(B, HW, D)`, their position embeddings `(B, HW, D)` and key padding mask `(B, HW)`
+        (None when nothing is padded), from the images or from `inputs_embeds` (which wins, as in transformers)."""
+        if inputs_embeds is None:
+            if pixel_values is None:
+                raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
+            check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels, self.dtype)
+            feature_map, mask = self.backbone(pixel_values, pixel_mask)
+            features = self.input_projection(feature_map).flatten(2).transpose(1, 2)  # (B, HW, D)
+        else:
+            feature_map = square_feature_map(inputs_embeds, self.config.d_model)  # (B, D, h, w), a view
+            mask = None if pixel_mask is None else downsample_pixel_mask(pixel_mask, feature_map.shape[-2:])
+            features = inputs_embeds
+        key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
+        # Without padding the positions depend on the shape alone (the embedding caches them).
+        position_embeddings = self.position_embedding(feature_map, None if key_padding_mask is None else mask)
+        return features, position_embeddings, key_padding_mask
 
     @property
     def num_active_query_groups(self) -> int:
@@ -315,15 +319,27 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         key_padding_mask: Tensor | None,
         output_attentions: bool,
         output_hidden_states: bool,
+        decoder_inputs_embeds: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
     ) -> DetrCustomDecoderOutput:
         """Decodes the object queries of every active group; groups never attend to each other.
 
         Each group is decoded as a separate batch entry, image-major, which is the same as self-attention masked
         to within the group (cross-attention and the FFN are per query): `(B * G, Q, D)`. The hidden states of
         the groups are then laid side by side, `(B, G * Q, D)`; the attention weights (when requested) stay
-        per `(image, group)` entry. With one group this is the plain DETR decoder.
+        per `(image, group)` entry. With one group this is the plain DETR decoder. `decoder_inputs_embeds` and
+        `decoder_attention_mask` cover all active queries, `(B, G * Q, D)` and `(B, G * Q)`.
         """
         batch_size, num_groups = len(encoder_hidden_states), self.num_active_query_groups
+        num_queries = num_groups * self.config.num_queries
+        initial_hidden_states = per_group(
+            decoder_inputs_embeds, "decoder_inputs_embeds", batch_size, num_queries, self.config.d_model, num_groups
+        )
+        query_padding_mask = per_group(
+            decoder_attention_mask, "decoder_attention_mask", batch_size, num_queries, None, num_groups
+        )
+        if query_padding_mask is not None:
+            query_padding_mask = query_padding_mask.bool()
         query_position_embeddings = self.query_position_embeddings.weight  # (Q, D)
         if num_groups > 1:
             query_position_embeddings = torch.cat(
@@ -343,6 +359,8 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             output_intermediate=self.config.auxiliary_loss,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            initial_hidden_states=initial_hidden_states,
+            query_padding_mask=query_padding_mask,
         )
         if num_groups > 1:
             decoder_output.last_hidden_state = _merge_groups(decoder_output.last_hidden_state, num_groups)
@@ -450,23 +468,32 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: Tensor,
+        pixel_values: Tensor | None,
         pixel_mask: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple[Tensor, ...] | None = None,
+        inputs_embeds: Tensor | None = None,
+        decoder_inputs_embeds: Tensor | None = None,
         labels: Sequence[Mapping[str, Tensor]] | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        **kwargs: Any,
     ) -> DetrCustomObjectDetectionOutput | tuple[Any, ...]:
-        """Detects objects and, given `labels`, computes the loss.
+        """Detects objects and, given `labels`, computes the loss; the arguments of transformers'
+        `DetrForObjectDetection.forward` (`labels` is the 7th).
 
         Args:
-            pixel_values: `(batch_size, num_channels, height, width)` float images.
+            pixel_values: `(batch_size, num_channels, height, width)` float images (None with `inputs_embeds`).
             pixel_mask: `(batch_size, height, width)`, 1 on real pixels and 0 on padding; None = no padding.
+            decoder_attention_mask, encoder_outputs, inputs_embeds, decoder_inputs_embeds: As in
+                [`DetrCustomModel.forward`].
             labels: One dict per image with `class_labels` `(n,)` int64 in `[0, num_labels)` and `boxes` `(n, 4)`
                 normalised `(cx, cy, w, h)` relative to the unpadded image; `n = 0` is valid.
             output_attentions: Return attention weights; defaults to the config.
             output_hidden_states: Return per-layer hidden states; defaults to the config.
             return_dict: Return a `DetrCustomObjectDetectionOutput` instead of a tuple; defaults to the config.
+            kwargs: Ignored, as in transformers.
 
         Returns:
             A `DetrCustomObjectDetectionOutput` (or its tuple, without the None entries).
@@ -475,8 +502,21 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             ValueError: `labels` malformed (the message names the image and the key), or inputs mis-shaped.
         """
         if labels is not None:
-            labels = validate_labels(labels, len(pixel_values), self.config.num_labels, pixel_values.device)
-        outputs = self.model(pixel_values, pixel_mask, output_attentions, output_hidden_states, return_dict=True)
+            images = inputs_embeds if inputs_embeds is not None else pixel_values
+            if images is None:
+                raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
+            labels = validate_labels(labels, len(images), self.config.num_labels, self.device)
+        outputs = self.model(
+            pixel_values,
+            pixel_mask,
+            decoder_attention_mask,
+            encoder_outputs,
+            inputs_embeds,
+            decoder_inputs_embeds,
+            output_attentions,
+            output_hidden_states,
+            return_dict=True,
+        )
         logits = self._class_logits(outputs.last_hidden_state)  # (B, Q, C+1); (B, G*Q, C+1) with query groups
         pred_boxes = self._boxes(outputs.last_hidden_state)  # (B, Q, 4) cxcywh
         auxiliary_outputs = None
@@ -514,28 +554,6 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
 
 def _default(value: bool | None, default: bool | None) -> bool:
     return bool(default) if value is None else value
-
-
-def _check_pixel_inputs(pixel_values: Tensor, pixel_mask: Tensor | None, num_channels: int, dtype: torch.dtype) -> None:
-    if not isinstance(pixel_values, Tensor) or pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
-        shape = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else type(pixel_values).__name__
-        raise ValueError(f"pixel_values must have shape (batch_size, {num_channels}, height, width), got {shape}.")
-    if not pixel_values.is_floating_point():  # integer images were never rescaled and normalised
-        raise TypeError(
-            f"pixel_values has dtype {pixel_values.dtype}; the model takes float images rescaled and normalised by "
-            "the image processor (DetrCustomImageProcessor)."
-        )
-    if pixel_values.dtype != dtype and not torch.is_autocast_enabled(pixel_values.device.type):
-        # Not cast silently: a float64 batch would otherwise fail inside the first convolution.
-        raise TypeError(
-            f"pixel_values has dtype {pixel_values.dtype} but the model's weights are {dtype}; cast the images with "
-            f"`.to({dtype})` (or run under torch.autocast)."
-        )
-    if pixel_mask is not None and tuple(pixel_mask.shape) != (pixel_values.shape[0], *pixel_values.shape[2:]):
-        raise ValueError(
-            f"pixel_mask must have shape (batch_size, height, width) = "
-            f"{(pixel_values.shape[0], *pixel_values.shape[2:])}, got {tuple(pixel_mask.shape)}."
-        )
 
 
 def _key_padding_mask(mask: Tensor | None) -> Tensor | None:

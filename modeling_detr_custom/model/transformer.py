@@ -274,6 +274,7 @@ class DetrCustomDecoderLayer(_ResidualLayer):
         encoder_keys: Tensor,
         encoder_key_padding_mask: Tensor | None = None,
         output_attentions: bool = False,
+        query_padding_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One decoder layer.
 
@@ -284,13 +285,15 @@ class DetrCustomDecoderLayer(_ResidualLayer):
             encoder_keys: Encoder output plus its position embeddings, the cross-attention keys.
             encoder_key_padding_mask: `(batch_size, height * width)` bool, True on real pixels; None = all.
             output_attentions: Also return self- and cross-attention weights.
+            query_padding_mask: `(batch_size, num_queries)` bool, True on queries the self-attention may attend
+                to (transformers' `decoder_attention_mask`); None = all.
 
         Returns:
             Updated hidden states, self-attention weights and cross-attention weights (None unless requested).
         """
         normed = self._block_input(hidden_states, self.self_attn_layer_norm)
         query_key = normed + query_position_embeddings
-        update, self_weights = self.self_attn(query_key, query_key, normed, None, output_attentions)
+        update, self_weights = self.self_attn(query_key, query_key, normed, query_padding_mask, output_attentions)
         hidden_states = self._add_residual(hidden_states, update, self.self_attn_layer_norm)
 
         normed = self._block_input(hidden_states, self.encoder_attn_layer_norm)
@@ -378,6 +381,8 @@ class DetrCustomEncoder(nn.Module):
                 all_attentions += (weights,)
         if self.layernorm is not None:
             hidden_states = self.layernorm(hidden_states)
+            if output_hidden_states:  # the last entry is the encoder output, as in transformers
+                all_hidden_states = all_hidden_states[:-1] + (hidden_states,)
         return DetrCustomEncoderOutput(hidden_states, all_hidden_states, all_attentions)
 
 
@@ -408,6 +413,8 @@ class DetrCustomDecoder(nn.Module):
         output_intermediate: bool = False,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        initial_hidden_states: Tensor | None = None,
+        query_padding_mask: Tensor | None = None,
     ) -> DetrCustomDecoderOutput:
         """Decodes object queries.
 
@@ -419,12 +426,18 @@ class DetrCustomDecoder(nn.Module):
             output_intermediate: Also return every layer's output through the final LayerNorm (auxiliary loss).
             output_attentions: Also return self- and cross-attention weights.
             output_hidden_states: Also return the raw input and output of every layer.
+            initial_hidden_states: `(batch_size, num_queries, d_model)` decoder input (transformers'
+                `decoder_inputs_embeds`); None = zeros, as the original.
+            query_padding_mask: `(batch_size, num_queries)` bool, True on queries the self-attention may attend
+                to; None = all.
 
         Returns:
             A `DetrCustomDecoderOutput`.
         """
         # The decoder input starts at zero: the queries only differ through their position embeddings.
-        hidden_states = torch.zeros_like(query_position_embeddings)
+        hidden_states = (
+            torch.zeros_like(query_position_embeddings) if initial_hidden_states is None else initial_hidden_states
+        )
         encoder_keys = encoder_hidden_states + spatial_position_embeddings  # the same for every layer
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         self_attentions = () if output_attentions else None
@@ -438,6 +451,7 @@ class DetrCustomDecoder(nn.Module):
                 encoder_keys,
                 encoder_key_padding_mask,
                 output_attentions,
+                query_padding_mask=query_padding_mask,
             )
             if output_intermediate:
                 intermediate.append(self.layernorm(hidden_states))
@@ -448,5 +462,7 @@ class DetrCustomDecoder(nn.Module):
                 cross_attentions += (cross_weights,)
         # The final output is the last layer through the same LayerNorm, whether or not intermediates are kept.
         last_hidden_state = intermediate[-1] if output_intermediate else self.layernorm(hidden_states)
+        if output_hidden_states:  # the last entry is the decoder output (after the LayerNorm), as in transformers
+            all_hidden_states = all_hidden_states[:-1] + (last_hidden_state,)
         stacked = torch.stack(intermediate) if output_intermediate else None  # (L, B, Q, D)
         return DetrCustomDecoderOutput(last_hidden_state, stacked, all_hidden_states, self_attentions, cross_attentions)

@@ -1,0 +1,47 @@
+"""Output dataclasses of the DETR models: transformers' DETR outputs, field for field and in their order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers.models.detr.modeling_detr import DetrModelOutput, DetrObjectDetectionOutput
+
+__all__ = ["DetrCustomModelOutput", "DetrCustomObjectDetectionOutput"]
+
+
+@dataclass
+class DetrCustomModelOutput(DetrModelOutput):
+    """Output of [`DetrCustomModel`]: transformers' `DetrModelOutput`, field for field and in its order, so
+    `return_dict=False` tuples and `outputs[i]` mean the same in both (None fields are left out of tuples).
+
+    Args:
+        last_hidden_state: `(batch_size, num_queries, d_model)`, the decoder output after its final LayerNorm.
+        cache: Always None (DETR decodes all queries at once); kept for the field order of transformers.
+        decoder_hidden_states: Decoder input and each layer's output, `(batch_size, num_queries, d_model)` each.
+        decoder_attentions: Decoder self-attention weights `(batch_size, heads, num_queries, num_queries)`.
+        cross_attentions: Cross-attention weights `(batch_size, heads, num_queries, height * width)`.
+        encoder_last_hidden_state: `(batch_size, height * width, d_model)`.
+        encoder_hidden_states: Encoder input and each layer's output, `(batch_size, height * width, d_model)`.
+        encoder_attentions: Encoder weights `(batch_size, heads, height * width, height * width)`.
+        intermediate_hidden_states: `(decoder_layers, batch_size, num_queries, d_model)`, every decoder layer's
+            output through the final LayerNorm; only when `config.auxiliary_loss`.
+    """
+
+
+@dataclass
+class DetrCustomObjectDetectionOutput(DetrObjectDetectionOutput):
+    """Output of [`DetrCustomForObjectDetection`]: transformers' `DetrObjectDetectionOutput`, field for field and
+    in its order.
+
+    Args:
+        loss: Total weighted loss (scalar), when `labels` are given.
+        loss_dict: Every loss term and logged metric (`loss_ce`, `loss_bbox`, `loss_giou`, `cardinality_error`,
+            `class_error`, and `*_k` for auxiliary output `k`), when `labels` are given.
+        logits: `(batch_size, num_queries, num_labels + 1)`; the last class is "no object".
+        pred_boxes: `(batch_size, num_queries, 4)`, normalised `(cx, cy, w, h)` relative to the unpadded image.
+        auxiliary_outputs: One `{"logits", "pred_boxes"}` dict per decoder layer but the last, first layer
+            first; when `config.auxiliary_loss` and the model is training or given `labels`.
+        last_hidden_state: `(batch_size, num_queries, d_model)`.
+        decoder_hidden_states, decoder_attentions, cross_attentions, encoder_last_hidden_state,
+        encoder_hidden_states, encoder_attentions: As in [`DetrCustomModelOutput`].
+    """
