@@ -24,6 +24,7 @@ from .criterion import SetCriterion
 from .matcher import HungarianMatcher
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .query_anchors import QueryAnchorBoxes
+from .tensor_cache import is_exporting
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
 from .validation import validate_labels
 
@@ -323,7 +324,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         the groups are then laid side by side, `(B, G * Q, D)`; the attention weights (when requested) stay
         per `(image, group)` entry. With one group this is the plain DETR decoder.
         """
-        batch_size, num_groups = len(encoder_hidden_states), self.num_active_query_groups
+        batch_size, num_groups = encoder_hidden_states.shape[0], self.num_active_query_groups
         query_position_embeddings = self.query_position_embeddings.weight  # (Q, D)
         if num_groups > 1:
             query_position_embeddings = torch.cat(
@@ -546,12 +547,7 @@ def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
     return None if min(valid_counts) == flat.shape[1] else flat
 
 
-def _is_exporting() -> bool:
-    """True inside `torch.export`, `torch.onnx.export` and `torch.jit.trace` (graphs without value branches)."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(
-        (is_exporting is not None and is_exporting()) or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    )
+_is_exporting = is_exporting  # True inside torch.export, torch.onnx.export and torch.jit.trace
 
 
 def _list_with_the_object_detection_pipeline() -> None:
