@@ -2,6 +2,7 @@
 
 python scripts/predict.py --model outputs/detr-custom/last photos/ extra.jpg "shots/**/*.png"
 python scripts/predict.py --model my-name/detr-shapes photos/ --output detections.json --draw drawn/ --top-k 10
+python scripts/predict.py --model onnx/ --backend onnxruntime photos/   (onnx/ written by scripts/export_onnx.py)
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def parse_args(argv: list[str] | None = None) -> PredictArguments:
     parser.add_argument("--top_k", "--top-k", type=int, default=None, help="Keep at most K detections per image.")
     parser.add_argument("--batch_size", "--batch-size", type=int, default=8, help="Images per forward pass (8).")
     parser.add_argument("--device", default="cpu", help="'cpu' or 'cuda' (or 'cuda:N'); default cpu.")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        help="'torch' (default) or 'onnxruntime': runs the folder's model.onnx (scripts/export_onnx.py output).",
+    )
+    parser.add_argument("--dtype", default="fp32", help="'fp32' (default) or 'bf16' (bfloat16 autocast, torch).")
     namespace = parser.parse_args(argv)
     try:
         return PredictArguments(**vars(namespace))
