@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -152,6 +153,8 @@ class ObjectDetector:
         """`logits` and `pred_boxes` (float32) from the configured backend and dtype."""
         if self.onnx_session is not None:
             feed = {"pixel_values": pixel_values.numpy(), "pixel_mask": pixel_mask.numpy()}
+            if "target_sizes" in {node.name for node in self.onnx_session.get_inputs()}:  # --with_postprocess
+                feed["target_sizes"] = np.ones((len(pixel_values), 2), dtype=np.int64)  # its boxes are not read
             logits, pred_boxes = self.onnx_session.run(["logits", "pred_boxes"], feed)
             return {"logits": torch.from_numpy(logits), "pred_boxes": torch.from_numpy(pred_boxes)}
         pixel_values, pixel_mask = pixel_values.to(self.device), pixel_mask.to(self.device)
