@@ -33,7 +33,16 @@ def test_console_command_lists_and_runs_the_commands() -> None:
     assert command.exists(), "the console script is installed with the package (setup.cfg entry_points)"
     listing = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=120)
     assert listing.returncode == 0
-    for name in ("train", "train-trainer", "evaluate", "predict", "push-to-hub", "convert-original", "demo"):
+    for name in (
+        "train",
+        "train-trainer",
+        "evaluate",
+        "predict",
+        "export-onnx",
+        "push-to-hub",
+        "convert-original",
+        "demo",
+    ):
         assert f"\n  {name} " in listing.stdout
     predict_help = subprocess.run([str(command), "predict", "--help"], capture_output=True, text=True, timeout=120)
     assert predict_help.returncode == 0 and predict_help.stdout.startswith("usage: detr-custom predict")
