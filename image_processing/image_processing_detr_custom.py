@@ -32,6 +32,7 @@ from transformers.processing_utils import ImagesKwargs
 
 from .annotations import finalize_target, prepare_target
 from .image_inputs import ImageInput, describe, image_to_tensor, make_list_of_images
+from .pipeline_batching import install_pipeline_collate
 from .post_processing import post_process_object_detection
 from .sizes import default_size, get_output_image_size, validate_pad_size, validate_size
 
@@ -163,6 +164,8 @@ class DetrCustomImageProcessor(BaseImageProcessor):
 
     model_input_names = ["pixel_values", "pixel_mask"]
     valid_kwargs = DetrCustomImageProcessorKwargs
+    # pipeline(..., batch_size=N) pads mixed sizes with a pixel_mask (see `pipeline_batching`)
+    pads_pipeline_batches = True
 
     def __init__(
         self,
@@ -429,3 +432,6 @@ def _validate_return_tensors(return_tensors: Any) -> bool:
     if str(getattr(return_tensors, "value", return_tensors)) == "pt":
         return True
     raise ValueError(f"`return_tensors` must be 'pt' or None; got {return_tensors!r}.")
+
+
+install_pipeline_collate()

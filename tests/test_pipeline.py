@@ -20,11 +20,13 @@ from tests.conftest import make_tiny_config, run_isolated_python
 ID2LABEL = {0: "rectangle", 1: "ellipse", 2: "triangle"}
 REPO_ID = "owner/name"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-IMAGE_SIZES = [(64, 96), (64, 96), (64, 96)]  # (height, width); see `test_pipeline_*` for why all equal
+IMAGE_SIZES = [(64, 96), (64, 96), (64, 96)]  # (height, width)
+MIXED_SIZES = [(64, 96), (90, 64), (70, 70)]  # batched by padding (see `test_pipeline_batches_mixed_sizes`)
 
 CHILD_SCRIPT = """
 import json
 import sys
+from pathlib import Path
 
 mode, checkpoint, output = sys.argv[1:4]
 paths = sys.argv[4:]
@@ -55,6 +57,7 @@ def attempt(call):
 remote = {"trust_remote_code": True} if mode == "remote" else {}
 detector = pipeline("object-detection", model=checkpoint, **remote)
 images = [Image.open(path) for path in paths]
+mixed = [str(path) for path in sorted(Path(paths[0]).parent.glob("mixed*.png"))]
 scores = [d["score"] for d in detector(images[0], threshold=0.0)]
 ranked = sorted(scores)
 cut = (ranked[len(ranked) // 2] + ranked[len(ranked) // 2 - 1]) / 2  # between two scores, away from both
@@ -65,6 +68,7 @@ results = {
     "one_by_one": attempt(lambda: [detector(image, threshold=0.0) for image in images]),
     "batched": attempt(lambda: detector(images, threshold=0.0, batch_size=2)),
     "batched_paths": attempt(lambda: detector(paths, threshold=0.0, batch_size=3)),
+    "batched_mixed": attempt(lambda: detector(mixed, threshold=0.0, batch_size=2)),
     "cut": cut,
     "above_cut": attempt(lambda: detector(images[0], threshold=cut)),
     "default_threshold": attempt(lambda: detector(images[0])),
@@ -103,11 +107,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DetrCust
     return folder, model, root
 
 
-def _images(root: Path) -> list[Path]:
+def _images(root: Path, sizes: list[tuple[int, int]] = IMAGE_SIZES, name: str = "image") -> list[Path]:
     generator = np.random.default_rng(0)
     paths = []
-    for index, (height, width) in enumerate(IMAGE_SIZES):
-        path = root / f"image{index}.png"
+    for index, (height, width) in enumerate(sizes):
+        path = root / f"{name}{index}.png"
         Image.fromarray(generator.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
@@ -125,24 +129,30 @@ def _run_child(mode: str, folder: Path, root: Path, paths: list[Path], tmp_path:
 def results(checkpoint, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     folder, _, root = checkpoint
     paths = _images(root)
+    _images(root, MIXED_SIZES, "mixed")
     return {mode: _run_child(mode, folder, root, paths, tmp_path_factory.mktemp(mode)) for mode in ("local", "remote")}
 
 
-def _reference(model: DetrCustomForObjectDetection, root: Path) -> list[list[dict]]:
-    """What the pipeline should return for each image, computed with the model and processor directly."""
+def _reference(
+    model: DetrCustomForObjectDetection, root: Path, paths: list[Path] | None = None, batch_size: int = 1
+) -> list[list[dict]]:
+    """What the pipeline should return for each image, computed with the model and processor directly on padded
+    batches of `batch_size` consecutive images."""
     processor = DetrCustomImageProcessor(size={"shortest_edge": 64, "longest_edge": 107})
     expected = []
-    for path in _images(root):
-        image = Image.open(path)
-        inputs = processor(images=image, return_tensors="pt")
+    paths = _images(root) if paths is None else paths
+    for start in range(0, len(paths), batch_size):
+        images = [Image.open(path) for path in paths[start : start + batch_size]]
+        inputs = processor(images=images, return_tensors="pt")
         with torch.no_grad():
             outputs = model(**inputs)
-        result = processor.post_process_object_detection(outputs, 0.0, [(image.height, image.width)])[0]
-        expected.append([
-            {"score": score, "label": ID2LABEL[label], "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box))}
-            for score, label, box in zip(result["scores"].tolist(), result["labels"].tolist(),
-                                         result["boxes"].int().tolist())
-        ])  # fmt: skip
+        sizes = [(image.height, image.width) for image in images]
+        for result in processor.post_process_object_detection(outputs, 0.0, sizes):
+            expected.append([
+                {"score": score, "label": ID2LABEL[label], "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box))}
+                for score, label, box in zip(result["scores"].tolist(), result["labels"].tolist(),
+                                             result["boxes"].int().tolist())
+            ])  # fmt: skip
     return expected
 
 
@@ -176,8 +186,6 @@ def test_pipeline_returns_labelled_pixel_boxes_for_pil_images_and_paths(results,
 
 @pytest.mark.parametrize("mode", ["local", "remote"])
 def test_pipeline_batches_and_thresholds(results, checkpoint, mode) -> None:
-    # transformers' pipeline batches by concatenating `pixel_values`, so a batch needs equal processed sizes
-    # (here: equal image sizes); different sizes work one at a time or through scripts/predict.py.
     _, model, root = checkpoint
     result = results[mode]
     expected = _reference(model, root)
@@ -187,6 +195,16 @@ def test_pipeline_batches_and_thresholds(results, checkpoint, mode) -> None:
     assert 0 < len(above) < len(expected[0])
     _assert_same(result["above_cut"], above)
     _assert_same(result["default_threshold"], [d for d in expected[0] if d["score"] > 0.5])
+
+
+@pytest.mark.parametrize("mode", ["local", "remote"])
+def test_pipeline_batches_mixed_sizes_by_padding_with_a_pixel_mask(results, checkpoint, mode) -> None:
+    # transformers' collate concatenates `pixel_values` ("Sizes of tensors must match" on mixed sizes); this
+    # processor's batches are padded bottom/right with a pixel_mask, as the model's padded batch of the same images.
+    _, model, root = checkpoint
+    mixed = sorted(root.glob("mixed*.png"))
+    assert len({Image.open(path).size for path in mixed}) == len(MIXED_SIZES)
+    _assert_same(results[mode]["batched_mixed"], _reference(model, root, mixed, batch_size=2))
 
 
 def test_remote_code_process_used_the_saved_files_and_the_local_one_the_package(results) -> None:

@@ -30,3 +30,41 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
     # the model "is not supported for object-detection"; the package's Auto registration prevents both.
     assert "Do you wish to run the custom code" not in result.stdout + result.stderr
     assert "is not supported for object-detection" not in result.stderr
+
+
+def test_deploy_commands_run_as_written(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection, DetrCustomImageProcessor
+
+    section = (REPO / "README.md").read_text().split("## Deploy", 1)[1]
+    commands = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0].strip().splitlines()
+    # my-detr as the quickstart writes it (smaller: the commands, not the model, are under test)
+    torch.manual_seed(0)
+    config = DetrCustomConfig(
+        backbone="resnet18", d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10,
+        id2label={0: "rectangle", 1: "ellipse", 2: "triangle"},
+    )  # fmt: skip
+    DetrCustomForObjectDetection(config).save_pretrained(tmp_path / "my-detr")
+    DetrCustomImageProcessor(size={"shortest_edge": 128, "longest_edge": 213}).save_pretrained(tmp_path / "my-detr")
+    (tmp_path / "scripts").symlink_to(REPO / "scripts")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    for command in commands:
+        assert command.startswith("python "), command
+        result = subprocess.run(
+            [sys.executable, *_split(command[len("python ") :])], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert result.returncode == 0, (command, result.stderr[-3000:])
+    onnx_records, bf16_records = (json.loads((tmp_path / name).read_text()) for name in ("onnx.json", "bf16.json"))
+    assert [record["file"] for record in onnx_records] == ["white.png", "gray.png"]
+    assert len(bf16_records) == 2 and "'label': " in result.stdout
+
+
+def _split(arguments: str) -> list[str]:
+    import shlex
+
+    return shlex.split(arguments)

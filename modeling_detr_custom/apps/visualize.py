@@ -42,32 +42,47 @@ def draw_detections(
     detections: Sequence[Mapping[str, Any]],
     line_width: int | None = None,
     font_size: int | None = None,
+    scale: float = 1.0,
+    labels: bool = True,
 ) -> Image.Image:
-    """Draws each detection's box and a `"label 0.87"` tag in its class colour on a copy of `image`.
+    """Draws each detection's box and a `"label 0.87"` tag in its class colour on a copy of `image`; an image
+    without detections gets a "no detections" note in its top-left corner.
 
     Args:
         image: The image the boxes refer to (pixel coordinates).
         detections: Dicts with `box` (`[x0, y0, x1, y1]` or `{"xmin", "ymin", "xmax", "ymax"}`), `score`,
             `label` (name) and optionally `label_id` (colour key; default: a stable id derived from the name).
-        line_width: Box outline width in pixels; default scales with the image (at least 2).
-        font_size: Tag text size; default scales with the image (at least 10).
+        line_width: Box outline width in pixels of the output; default scales with the image (at least 2).
+        font_size: Tag text size; default scales with the image (1/32 of its shortest side, at least 8).
+        scale: Enlarge the image by this factor before drawing (boxes follow), so that tags on small images
+            cover less of them; the output is `scale` times the size of `image`.
+        labels: Draw the `"label 0.87"` tags (False: boxes only).
 
     Returns:
         A new RGB image; `image` is left untouched.
 
     Raises:
-        ValueError: For a detection without a readable `box`, `score` or `label`.
+        ValueError: For a detection without a readable `box`, `score` or `label`, or a `scale` not above 0.
     """
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0; got {scale!r}.")
     canvas = image.convert("RGB")  # always a copy
+    if scale != 1.0:
+        size = (max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale)))
+        canvas = canvas.resize(size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(canvas)
     shortest = min(canvas.size)
     line_width = line_width or max(2, round(shortest / 200))
-    font = _font(font_size or max(10, round(shortest / 40)))
+    font = _font(font_size or max(8, round(shortest / 32)))
     for index, detection in enumerate(detections):
-        x0, y0, x1, y1 = _box_xyxy(detection, index)
+        x0, y0, x1, y1 = (value * scale for value in _box_xyxy(detection, index))
         colour = class_colour(_colour_key(detection, index))
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line_width)
-        _draw_tag(draw, f"{detection['label']} {float(detection['score']):.2f}", (x0, y0), colour, font, canvas.size)
+        if labels:
+            tag = f"{detection['label']} {float(detection['score']):.2f}"
+            _draw_tag(draw, tag, (x0, y0), colour, font, canvas.size)
+    if not detections:
+        _draw_tag(draw, "no detections", (0, 0), (40, 40, 40), font, canvas.size)
     return canvas
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -57,11 +57,12 @@ def evaluate_model(
 
 
 def forward_by_image_size(
-    model: torch.nn.Module, pixel_values: torch.Tensor, pixel_mask: torch.Tensor
+    model: Callable[..., Any], pixel_values: torch.Tensor, pixel_mask: torch.Tensor
 ) -> Iterator[tuple[list[int], Any]]:
     """Run the model once per group of images of equal unpadded size, each group cropped to that size.
 
     Args:
+        model: The model, or any callable taking `pixel_values=` and `pixel_mask=` (e.g. an onnxruntime backend).
         pixel_values: `(B, 3, H, W)` padded bottom/right. pixel_mask: `(B, H, W)`, 1 on real pixels.
 
     Yields:

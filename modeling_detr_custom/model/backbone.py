@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from .frozen_batch_norm import replace_batch_norm
 from .fused_conv_bn import channels_last_pays_off, fold_frozen_batch_norms
+from .tensor_cache import is_exporting
 
 __all__ = [
     "DetrCustomBackbone",
@@ -173,6 +174,8 @@ class TimmConvEncoder(_StagedConvEncoder):
     def _channels_last_pays_off(self, pixel_values: Tensor) -> bool:
         """Only on large enough batches, where the faster convolutions outweigh converting the activations (and in
         training the weights and their gradients) between memory formats; the threshold is lower for inference."""
+        if is_exporting():  # a graph has no memory format, and the size test would fix the input sizes
+            return False
         batch_size, _, height, width = pixel_values.shape
         return channels_last_pays_off(batch_size * height * width, self.training and torch.is_grad_enabled())
 

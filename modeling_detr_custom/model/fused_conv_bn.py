@@ -4,6 +4,7 @@ Every frozen BatchNorm that directly follows a convolution is applied *by* that 
 a bias computed from the current values at each call (`fold_frozen_batch_norms`); on CPU the ReLU after it runs
 inside oneDNN's convolution (`torch.ops.mkldnn._convolution_pointwise`, a private op that exporters cannot take).
 Outputs equal the plain network's within float rounding (~1e-6 relative) and checkpoint names are unchanged.
+While exporting or tracing (`is_exporting`) the convolution, BatchNorm and ReLU run as plain ops instead.
 `channels_last_pays_off` decides when the CNN runs in channels-last memory format.
 """
 
@@ -17,7 +18,7 @@ from timm.models.resnet import BasicBlock, Bottleneck
 from torch import Tensor, nn
 
 from .frozen_batch_norm import FrozenBatchNorm2d
-from .tensor_cache import derived_tensor_cache_key
+from .tensor_cache import derived_tensor_cache_key, is_exporting
 
 __all__ = [
     "ConvFrozenBatchNorm2d",
@@ -167,6 +168,9 @@ class ConvFrozenBatchNorm2d(nn.Conv2d):
         batch_norm = self.frozen_batch_norm
         if batch_norm is None or not batch_norm.applied_by_convolution:
             return super().forward(hidden_states)
+        if is_exporting():  # plain ops, no size-dependent choice: the unfolded network's graph and numbers
+            output = batch_norm.normalize(super().forward(hidden_states))
+            return torch.relu(output) if self.relu is not None and self.relu.applied_by_convolution else output
         device_type = hidden_states.device.type
         if not torch.is_autocast_enabled(device_type) or (torch.is_grad_enabled() and self.weight.requires_grad):
             return self._forward_folded(hidden_states)

@@ -26,6 +26,7 @@ from .model_inputs import as_encoder_output, check_pixel_inputs, per_group, squa
 from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .query_anchors import QueryAnchorBoxes
+from .tensor_cache import is_exporting
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
 from .validation import validate_labels
 
@@ -330,7 +331,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         per `(image, group)` entry. With one group this is the plain DETR decoder. `decoder_inputs_embeds` and
         `decoder_attention_mask` cover all active queries, `(B, G * Q, D)` and `(B, G * Q)`.
         """
-        batch_size, num_groups = len(encoder_hidden_states), self.num_active_query_groups
+        batch_size, num_groups = encoder_hidden_states.shape[0], self.num_active_query_groups
         num_queries = num_groups * self.config.num_queries
         initial_hidden_states = per_group(
             decoder_inputs_embeds, "decoder_inputs_embeds", batch_size, num_queries, self.config.d_model, num_groups
@@ -575,12 +576,7 @@ def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
     return None if min(valid_counts) == flat.shape[1] else flat
 
 
-def _is_exporting() -> bool:
-    """True inside `torch.export`, `torch.onnx.export` and `torch.jit.trace` (graphs without value branches)."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(
-        (is_exporting is not None and is_exporting()) or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-    )
+_is_exporting = is_exporting  # True inside torch.export, torch.onnx.export and torch.jit.trace
 
 
 def _list_with_the_object_detection_pipeline() -> None:

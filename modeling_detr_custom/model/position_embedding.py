@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .tensor_cache import is_exporting
+
 __all__ = [
     "UniformEmbedding",
     "DetrCustomLearnedPositionEmbedding",
@@ -51,7 +53,7 @@ class DetrCustomSinePositionEmbedding(nn.Module):
         Returns:
             `(batch_size, height * width, 2 * num_position_features)` in the dtype of `feature_map`.
         """
-        if mask is not None or torch.compiler.is_compiling():
+        if mask is not None or torch.compiler.is_compiling() or is_exporting():
             return self._embed(feature_map, mask)
         batch_size, _, height, width = feature_map.shape
         key = (batch_size, height, width, feature_map.device, feature_map.dtype, torch.is_inference_mode_enabled())

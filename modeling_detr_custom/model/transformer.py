@@ -118,8 +118,8 @@ class DetrCustomAttention(nn.Module):
         return query, key
 
     def _split_heads(self, states: Tensor) -> Tensor:
-        batch_size, length, _ = states.shape
-        return states.view(batch_size, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nH, L, hd)
+        # No sizes read into Python: traced and exported graphs keep batch and length dynamic.
+        return states.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, nH, L, hd)
 
     def forward(
         self,
@@ -142,7 +142,6 @@ class DetrCustomAttention(nn.Module):
             Output `(batch_size, query_length, hidden_size)` and weights
             `(batch_size, num_heads, query_length, key_length)` or None.
         """
-        batch_size, query_length, hidden_size = queries.shape
         query, key = self._project_queries_and_keys(queries, keys)
         query, key, value = self._split_heads(query), self._split_heads(key), self._split_heads(self.v_proj(values))
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
@@ -156,7 +155,7 @@ class DetrCustomAttention(nn.Module):
             output = torch.matmul(nn.functional.dropout(weights, dropout, self.training), value)
         else:
             output = nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
-        output = output.transpose(1, 2).reshape(batch_size, query_length, hidden_size)  # (B, L, D)
+        output = output.transpose(1, 2).flatten(2)  # (B, L, D)
         return self.out_proj(output), weights
 
 

@@ -16,6 +16,7 @@ COMMANDS = {
     "train-trainer": ("train_trainer", "train with transformers' Trainer (same data, model and evaluation)"),
     "evaluate": ("evaluate", "COCO bbox evaluation (pycocotools) of a checkpoint on a data set split"),
     "predict": ("predict", "detect objects in images: JSON per image, optionally drawn pictures"),
+    "export-onnx": ("export_onnx", "export a checkpoint to ONNX, checked against PyTorch with onnxruntime"),
     "push-to-hub": ("push_to_hub", "upload a checkpoint folder to the Hugging Face Hub"),
     "convert-original": ("convert_original_checkpoint", "convert a facebookresearch/detr .pth checkpoint"),
     "demo": ("demo", "train the small DETR on synthetic shapes on the CPU, evaluate, draw (make demo)"),
