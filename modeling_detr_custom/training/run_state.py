@@ -134,8 +134,11 @@ def _same(given: Any, saved: Any) -> bool:
     return False
 
 
-def check_output_dir(args: DetrTrainingArguments) -> None:
+def check_output_dir(args: Any) -> None:
     """Refuse an output folder that holds another run, and one that cannot be written to, before any training.
+
+    `args`: any arguments with `output_dir`, `resume_from_checkpoint` and `overwrite_output_dir` (both training
+    scripts' dataclasses).
 
     Raises:
         ValueError: the folder holds another run and neither `--resume_from_checkpoint` nor
