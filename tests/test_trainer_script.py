@@ -361,3 +361,13 @@ def test_disk_full_while_writing_a_checkpoint_names_it_in_one_line(run_copy: Pat
     err = capsys.readouterr().err
     assert f"Could not write {run_copy / 'checkpoint-3'} (disk full or no permission?)" in err
     assert "Traceback" not in err and (run_copy / "checkpoint-2" / "model.safetensors").is_file()
+
+
+def test_too_little_free_space_is_reported_at_start(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        "modeling_detr_custom.training.run_state.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0)
+    )
+    assert _train_in_process(tmp_path / "out", "--max_steps", "1", "--eval_strategy", "no") == 0
+    assert f"warning: {tmp_path / 'out'} has 0 MiB free" in capsys.readouterr().out

@@ -182,8 +182,13 @@ def write_run_file(args: DetrTrainingArguments, run_id: str | None) -> str:
     return run_id
 
 
-def free_space_check(output_dir: str | os.PathLike, needed_bytes: int) -> str | None:
-    """A warning when the disk under `output_dir` has less free space than `needed_bytes`, else None."""
+def free_space_check(output_dir: str | os.PathLike, model: Any) -> str | None:
+    """A warning when the disk under `output_dir` has less free space than a run of `model` needs, else None.
+
+    The estimate: a checkpoint (weights and two AdamW moments) and the best/ and last/ folders, plus one being
+    written: six times the weights.
+    """
+    needed_bytes = 6 * sum(p.numel() * p.element_size() for p in model.parameters())
     free = shutil.disk_usage(output_dir).free
     if free < needed_bytes:
         return (

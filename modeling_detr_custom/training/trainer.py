@@ -41,7 +41,7 @@ from modeling_detr_custom.training.hub import hub_errors, push_folder_to_hub, re
 from modeling_detr_custom.training.logging_utils import LossMeter
 from modeling_detr_custom.training.models import load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_param_groups
-from modeling_detr_custom.training.run_state import check_output_dir
+from modeling_detr_custom.training.run_state import check_output_dir, free_space_check
 
 __all__ = [
     "CocoMetrics",
@@ -365,6 +365,10 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
     train_split, eval_split = _load_splits(data_args, args)
     model, base_model = load_model_for_training(data_args.model, train_split.mapping)
     model.config.auxiliary_loss = True  # the original trains with a loss on every decoder layer
+    if PartialState().is_main_process:
+        warning = free_space_check(args.output_dir, model)  # the same estimate as train.py's
+        if warning:
+            print(warning)
     trainer = DetrTrainer(
         model=model,
         args=args,
