@@ -3,9 +3,11 @@
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -195,6 +197,10 @@ def test_two_process_trainer_run_trains_evaluates_and_saves_a_hub_folder(probe: 
         assert term in training_log, training_log  # every loss term, not just the total
     assert evaluation["eval_num_images"] == SPEC.num_val  # the padded last batch counted once, none lost
 
+    # best/ and last/ as train.py lays them out; the only evaluation (step 2) is both the best and the last model.
+    assert sorted(p.name for p in output_dir.iterdir()) == ["best", "checkpoint-2", "last"]
+    assert _weights(output_dir / "best") == _weights(output_dir / "last")
+    output_dir = output_dir / "last"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "eval_results.json"):
         assert (output_dir / name).is_file(), name
     assert {"modeling_detr_custom.py", "image_processing_detr_custom.py"} <= {p.name for p in output_dir.glob("*.py")}
@@ -266,3 +272,102 @@ def test_metrics_numpy_inputs_match_tensor_inputs() -> None:
     expected = CocoMetrics(_Split(coco))(batch)
     assert 0.0 < expected["AP"] < 1.0
     assert CocoMetrics(_Split(coco))(as_numpy) == expected
+
+
+# --- the output folder: another run refused, writability checked first, best/ and last/ written whole ---------------
+
+RUN_DATA = "synthetic:num_train=4,num_val=2,image_size=64,seed=3"
+
+
+def _train_in_process(output_dir: Path, *extra: str) -> int:
+    from modeling_detr_custom.apps.cli.train_trainer import main
+
+    argv = ["--data", RUN_DATA, "--model", str(output_dir.parent / "tiny.json"), "--output_dir", str(output_dir)]
+    argv += ["--report_to", "none", "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps"]
+    return main(argv + ["--save_steps", "1", *extra])
+
+
+@pytest.fixture(scope="module")
+def trainer_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-step Trainer run, evaluated and checkpointed at every step."""
+    workdir = tmp_path_factory.mktemp("trainer-run")
+    (workdir / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DETR_CUSTOM_CACHE", str(workdir / "cache"))
+        assert _train_in_process(workdir / "out", "--max_steps", "2") == 0
+    return workdir / "out"
+
+
+@pytest.fixture
+def run_copy(trainer_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(trainer_run.parent / "cache"))
+    shutil.copy(trainer_run.parent / "tiny.json", tmp_path / "tiny.json")
+    shutil.copytree(trainer_run, tmp_path / "out")
+    return tmp_path / "out"
+
+
+def _weights(folder: Path) -> bytes:
+    return (folder / "model.safetensors").read_bytes()
+
+
+def test_best_and_last_are_laid_out_as_train_py_writes_them(trainer_run: Path) -> None:
+    assert sorted(p.name for p in trainer_run.iterdir()) == ["best", "checkpoint-1", "checkpoint-2", "last"]
+    state = json.loads((trainer_run / "checkpoint-2" / "trainer_state.json").read_text())
+    assert _weights(trainer_run / "best") == _weights(trainer_run / f"checkpoint-{state['best_global_step']}")
+    assert _weights(trainer_run / "last") == _weights(trainer_run / "checkpoint-2")
+    for folder in ("best", "last"):
+        assert set(json.loads((trainer_run / folder / "eval_results.json").read_text())) >= {"AP", "AP50", "AR100"}
+        assert (trainer_run / folder / "README.md").is_file() and (trainer_run / folder / "config.json").is_file()
+
+
+def test_output_dir_holding_another_run_is_refused_unless_overwritten(run_copy: Path, capsys) -> None:
+    best, last = _weights(run_copy / "best"), _weights(run_copy / "last")
+    assert _train_in_process(run_copy, "--max_steps", "1") == 1
+    err = capsys.readouterr().err
+    assert "already holds a training run" in err and "Traceback" not in err
+    assert _weights(run_copy / "best") == best and _weights(run_copy / "last") == last
+    assert _train_in_process(run_copy, "--max_steps", "1", "--overwrite_output_dir", "--eval_strategy", "no") == 0
+
+
+def test_unwritable_output_dir_is_refused_before_the_data_loads(tmp_path: Path, monkeypatch, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    monkeypatch.setattr("modeling_detr_custom.training.trainer.load_detection_split", None)  # never reached
+    assert _train_in_process(blocker / "out", "--max_steps", "1") == 1
+    err = capsys.readouterr().err
+    assert f"Cannot write to --output_dir {blocker / 'out'}" in err and "Traceback" not in err
+
+
+def _full_disk(self: DetrTrainer, output_dir: str, state_dict: Any = None) -> None:
+    (Path(output_dir) / "config.json").write_text("{")  # half written
+    raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 123 vs 456")
+
+
+def test_disk_full_while_writing_last_names_it_and_keeps_the_previous_last(run_copy: Path, monkeypatch, capsys):
+    last = _weights(run_copy / "last")
+    monkeypatch.setattr(DetrTrainer, "_save", _full_disk)
+    extra = ("--resume_from_checkpoint", "latest", "--max_steps", "3", "--eval_strategy", "no", "--save_strategy", "no")
+    assert _train_in_process(run_copy, *extra) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"Could not write {run_copy / 'last'}" in errors[0] and "Traceback" not in err
+    assert _weights(run_copy / "last") == last and json.loads((run_copy / "last" / "config.json").read_text())
+
+
+def test_disk_full_while_writing_a_checkpoint_names_it_in_one_line(run_copy: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(DetrTrainer, "_save", _full_disk)
+    assert _train_in_process(run_copy, "--resume_from_checkpoint", "latest", "--max_steps", "3") == 1
+    err = capsys.readouterr().err
+    assert f"Could not write {run_copy / 'checkpoint-3'} (disk full or no permission?)" in err
+    assert "Traceback" not in err and (run_copy / "checkpoint-2" / "model.safetensors").is_file()
+
+
+def test_too_little_free_space_is_reported_at_start(tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        "modeling_detr_custom.training.run_state.shutil.disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0)
+    )
+    assert _train_in_process(tmp_path / "out", "--max_steps", "1", "--eval_strategy", "no") == 0
+    assert f"warning: {tmp_path / 'out'} has 0 MiB free" in capsys.readouterr().out

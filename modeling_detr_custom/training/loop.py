@@ -124,10 +124,7 @@ def _start_run(run: _Run, args: DetrTrainingArguments, run_id: str | None) -> st
     box = [run_id]
     if accelerator.is_main_process:
         box = [write_run_file(args, run_id)]
-        model = accelerator.unwrap_model(run.model)
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        # a checkpoint (weights + two AdamW moments) and the best/ and last/ folders, plus one being written
-        warning = free_space_check(args.output_dir, 6 * weight_bytes)
+        warning = free_space_check(args.output_dir, accelerator.unwrap_model(run.model))
         if warning:
             accelerator.print(warning)
     broadcast_object_list(box, from_process=0)

@@ -134,8 +134,11 @@ def _same(given: Any, saved: Any) -> bool:
     return False
 
 
-def check_output_dir(args: DetrTrainingArguments) -> None:
+def check_output_dir(args: Any) -> None:
     """Refuse an output folder that holds another run, and one that cannot be written to, before any training.
+
+    `args`: any arguments with `output_dir`, `resume_from_checkpoint` and `overwrite_output_dir` (both training
+    scripts' dataclasses).
 
     Raises:
         ValueError: the folder holds another run and neither `--resume_from_checkpoint` nor
@@ -179,8 +182,13 @@ def write_run_file(args: DetrTrainingArguments, run_id: str | None) -> str:
     return run_id
 
 
-def free_space_check(output_dir: str | os.PathLike, needed_bytes: int) -> str | None:
-    """A warning when the disk under `output_dir` has less free space than `needed_bytes`, else None."""
+def free_space_check(output_dir: str | os.PathLike, model: Any) -> str | None:
+    """A warning when the disk under `output_dir` has less free space than a run of `model` needs, else None.
+
+    The estimate: a checkpoint (weights and two AdamW moments) and the best/ and last/ folders, plus one being
+    written: six times the weights.
+    """
+    needed_bytes = 6 * sum(p.numel() * p.element_size() for p in model.parameters())
     free = shutil.disk_usage(output_dir).free
     if free < needed_bytes:
         return (

@@ -10,6 +10,12 @@ script; only the loop is the Trainer's. What the Trainer needs changed for DETR:
   small CPU arrays in the evaluator; nothing accumulates on the device.
 - The data set's raw columns feed the on-the-fly transform, so `remove_unused_columns` is always False.
 - The backbone trains at `lr_backbone` (`build_param_groups`), and `lr_drop` gives the original StepLR.
+
+The output folder follows `scripts/train.py`'s rules (`run_state.check_output_dir`, `atomic_folders`): a folder
+holding another run is refused without `--resume_from_checkpoint`/`--overwrite_output_dir`, writability is checked
+before the data loads, `best/` (highest `--metric_for_best_model`, AP by default; the Trainer keeps its score across
+a resume) and `last/` are complete Hub folders written next to their final name and renamed into place, and a write
+that fails (disk full, no permission) is one `OutputWriteError` on every process.
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from transformers import EvalPrediction, SchedulerType, Trainer, TrainerCallback
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
 from modeling_detr_custom.training.arguments import DetrDataArguments
+from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
 from modeling_detr_custom.training.distributed import needs_cpu_process_group
-from modeling_detr_custom.training.hub import hub_errors, render_model_card
+from modeling_detr_custom.training.hub import hub_errors, push_folder_to_hub, render_model_card
 from modeling_detr_custom.training.logging_utils import LossMeter
 from modeling_detr_custom.training.models import load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_param_groups
+from modeling_detr_custom.training.run_state import check_output_dir, free_space_check
 
 __all__ = [
     "CocoMetrics",
@@ -58,7 +66,18 @@ class DetrTrainerArguments(TrainingArguments):
 
     output_dir: str | None = field(
         default="outputs/detr-custom-trainer",
-        metadata={"help": "Where checkpoints go; the final model (a complete Hub repository) is written here."},
+        metadata={"help": "Where checkpoints go, and best/ and last/ (complete Hub repositories)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an --output_dir that holds another run (refused without this or a resume)."},
+    )
+    metric_for_best_model: str | None = field(
+        default="AP", metadata={"help": "The evaluation metric that picks best/ (AP; ties keep the earlier model)."}
+    )
+    hub_strategy: str = field(
+        default="end",
+        metadata={"help": "With --push_to_hub, last/ is uploaded at the end ('end'); other strategies as the Trainer."},
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the transformer (1e-4)."})
     lr_backbone: float = field(
@@ -246,7 +265,44 @@ class DetrTrainer(Trainer):
         orig_sizes = torch.stack([target["orig_size"] for target in labels]).to(device)  # (B, 2)
         return loss, (outputs.logits.detach(), outputs.pred_boxes.detach()), (image_ids, orig_sizes)
 
-    def create_model_card(self, **kwargs: Any) -> None:
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's (checkpoints included); a failed write is one `OutputWriteError` on every process."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # their saves are collective: left to the Trainer
+            return super().save_model(output_dir, _internal_call)
+        save = super().save_model
+        target = Path(output_dir or self.args.output_dir)
+        write_on_every_process(self.accelerator, lambda: save(output_dir, _internal_call), target)
+
+    def save_model_folder(self, folder: Path, metrics: dict[str, float] | None) -> Path:
+        """Write a complete Hub folder next to `folder` and swap it in whole (as `train.py` writes best/ and last/).
+
+        Raises:
+            OutputWriteError: disk full or no permission, naming the folder (the previous `folder` is untouched).
+        """
+
+        def write() -> None:
+            if self.is_world_process_zero():
+                tmp = temporary_sibling(folder)
+                self._save(str(tmp))  # weights, config with auto_map, processor, source files
+                self.create_model_card(folder=tmp, metrics=metrics)
+                if metrics:
+                    (tmp / "eval_results.json").write_text(json.dumps(metrics, indent=2))
+                replace_folder(tmp, folder)
+
+        self.accelerator.wait_for_everyone()
+        write_on_every_process(self.accelerator, write, folder)
+        return folder
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
+        """The Trainer's comparison (strictly better; its score survives a resume), saving `best/` on a new best."""
+        is_new_best = super()._determine_best_metric(metrics, trial)
+        if is_new_best:
+            self.save_model_folder(Path(self.args.output_dir) / "best", _coco_metrics(metrics))
+        return is_new_best
+
+    def create_model_card(
+        self, folder: Path | None = None, metrics: dict[str, float] | None = None, **kwargs: Any
+    ) -> None:
         """Writes our model card (YAML metadata, labels, metrics, hyper-parameters, usage) as `README.md`."""
         if not self.is_world_process_zero():
             return
@@ -256,10 +312,10 @@ class DetrTrainer(Trainer):
             dataset=self.dataset_name,
             id2label=model.config.id2label,
             hyperparameters=_hyperparameters(self.args),
-            metrics=self.last_eval_metrics(),
+            metrics=metrics if metrics is not None else self.last_eval_metrics(),
             base_model=self.base_model,
         )
-        (Path(self.args.output_dir) / "README.md").write_text(card)
+        (Path(folder or self.args.output_dir) / "README.md").write_text(card)
 
     def last_eval_metrics(self) -> dict[str, float] | None:
         """The metrics of the latest evaluation in the log history, without the `eval_` prefix."""
@@ -274,9 +330,10 @@ class DetrTrainer(Trainer):
             super().init_hf_repo(token=token, private=private)
 
     def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
-        """The Trainer's upload of `output_dir` (checkpoints left out), with one-line `HubUploadError`s."""
-        with hub_errors(self._repo_name(), kwargs.get("token") or self.args.hub_token):
-            return super().push_to_hub(*args, **kwargs)
+        """Uploads `output_dir/last` (as `train.py` does), with one-line `HubUploadError`s."""
+        token = kwargs.get("token") or self.args.hub_token
+        last = Path(self.args.output_dir) / "last"
+        return push_folder_to_hub(last, self._repo_name(), token=token, private=bool(self.args.hub_private_repo))
 
     def _repo_name(self) -> str:
         """The Hub repository: as created (`owner/name`), else as asked for, else the output folder's name."""
@@ -287,19 +344,31 @@ class DetrTrainer(Trainer):
 
 @dataclass
 class TrainerRunResult:
-    """What a finished `train_with_trainer` run leaves behind."""
+    """What a finished `train_with_trainer` run leaves behind: `last/`, and `best/` when an evaluation ran."""
 
     output_dir: Path
     metrics: dict[str, float]
     steps: int
+    last_model_dir: Path | None = None
+    best_model_dir: Path | None = None
 
 
 def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments) -> TrainerRunResult:
-    """Train, evaluate and save a Hub-style folder in `args.output_dir` (and push it with `--push_to_hub`)."""
+    """Train, evaluate, save `best/` and `last/` Hub folders in `args.output_dir` (push `last/` with `--push_to_hub`).
+
+    Raises:
+        ValueError: `output_dir` holds another run (without `--resume_from_checkpoint`/`--overwrite_output_dir`).
+        OutputWriteError: `output_dir` cannot be written, before any training, or a save failed (naming the folder).
+    """
+    check_output_dir(args)  # every process sees the same folder before any of them writes into it
     set_seed(args.seed)  # identical initial weights on every process
     train_split, eval_split = _load_splits(data_args, args)
     model, base_model = load_model_for_training(data_args.model, train_split.mapping)
     model.config.auxiliary_loss = True  # the original trains with a loss on every decoder layer
+    if PartialState().is_main_process:
+        warning = free_space_check(args.output_dir, model)  # the same estimate as train.py's
+        if warning:
+            print(warning)
     trainer = DetrTrainer(
         model=model,
         args=args,
@@ -315,19 +384,18 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
     checkpoint = True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics = _final_metrics(trainer)
-    trainer.save_model()  # weights, config with auto_map, processor, source files
-    metrics = {name: metrics[f"eval_{name}"] for name in METRIC_NAMES}
+    output_dir = Path(args.output_dir)
+    last_dir = trainer.save_model_folder(output_dir / "last", _coco_metrics(metrics))
+    best_dir = output_dir / "best" if (output_dir / "best").is_dir() else None
+    metrics = _coco_metrics(metrics)
     if trainer.is_world_process_zero():
-        trainer.create_model_card()
-        # The same file, with the same keys, as the Accelerate script's Hub folders.
-        (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2))
         for split in (train_split, eval_split):
             if split.report():
                 print(split.report())
     if args.push_to_hub:
         trainer.push_to_hub(commit_message="End of training")
     trainer.end()  # trackers finished, process group destroyed
-    return TrainerRunResult(Path(args.output_dir), metrics, trainer.state.global_step)
+    return TrainerRunResult(output_dir, metrics, trainer.state.global_step, last_dir, best_dir)
 
 
 def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tuple[DetectionSplit, DetectionSplit]:
@@ -344,13 +412,23 @@ def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tu
 
 
 def _final_metrics(trainer: DetrTrainer) -> dict[str, float]:
-    """The evaluation of the final weights: reused when the last evaluation ran at the last step."""
+    """The evaluation of the final weights: reused when the last evaluation ran at the last step.
+
+    A new evaluation competes for `best/` as the Trainer's own evaluations do (the Accelerate script does the same).
+    """
     for entry in reversed(trainer.state.log_history):
         if "eval_AP" in entry:
             if entry.get("step") == trainer.state.global_step:
                 return {key: value for key, value in entry.items() if key.startswith("eval_")}
             break
-    return trainer.evaluate()
+    metrics = trainer.evaluate()
+    trainer._determine_best_metric(metrics, None)
+    return metrics
+
+
+def _coco_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The COCO keys of an evaluation, without `eval_`: the same file, with the same keys, as `train.py` writes."""
+    return {name: metrics[f"eval_{name}"] for name in METRIC_NAMES}
 
 
 def _hyperparameters(args: DetrTrainerArguments) -> dict[str, Any]:
