@@ -3,6 +3,7 @@
 Only sibling imports and third-party packages: copied next to Hub checkpoints for `trust_remote_code`.
 """
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,8 @@ def post_process_object_detection(
         One dict per image: `scores` `(n,)`, `labels` `(n,)` int64, `boxes` `(n, 4)` xyxy.
     """
     logits, pred_boxes = _get_detection_outputs(outputs)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"`threshold` must be a number (scores are in [0, 1]); got {threshold!r}.")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"`top_k` must be None or a positive int; got {top_k!r}.")
     scale = _target_scale(target_sizes, logits.shape[0], pred_boxes.device)  # (B, 4) as (w, h, w, h)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MAX_EDGE",
     "ACCEPTED_SIZES",
     "DEFAULT_LONGEST_EDGE",
     "DEFAULT_SHORTEST_EDGE",
@@ -22,6 +23,9 @@ __all__ = [
 # The original DETR's evaluation size: shortest edge 800, longest edge at most 1333.
 DEFAULT_SHORTEST_EDGE = 800
 DEFAULT_LONGEST_EDGE = 1333
+# No size value may exceed this: a 16384 x 16384 float image is already 3 GiB, and a larger value is a typo that
+# would otherwise fail deep inside the allocator.
+MAX_EDGE = 16384
 
 ACCEPTED_SIZES = (
     '{"shortest_edge", "longest_edge"}, {"shortest_edge"}, {"longest_edge"}, {"height", "width"} or '
@@ -97,6 +101,8 @@ def validate_size(size: Any, max_size: int | None = None, name: str = "size") ->
     for key, value in size.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"`{name}[{key!r}]` must be a positive int; got {value!r}.")
+        if value > MAX_EDGE:
+            raise ValueError(f"`{name}[{key!r}]` = {value} px is larger than {MAX_EDGE} px (an image size in pixels).")
     return {key: int(value) for key, value in size.items()}
 
 

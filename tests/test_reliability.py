@@ -8,6 +8,7 @@ Evaluation and prediction: the same numbers whatever the batch size or the numbe
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -512,6 +513,19 @@ def test_damaged_model_folder_gives_one_line_in_evaluate_and_predict(saved_model
     assert len(errors) == 2 and all(f"Cannot load the model in {folder}: {message}" in line for line in errors)
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("truncated", "the weights cannot be read"), ("mismatched", "the weights' shapes do not match its config.json")],
+)
+def test_damaged_model_folder_gives_one_line_through_the_auto_class(saved_models: Path, name: str, message: str):
+    from transformers import AutoModelForObjectDetection
+
+    with pytest.raises(
+        ValueError, match=rf"^Cannot load the model in {re.escape(str(saved_models / name))}: {message}"
+    ):
+        AutoModelForObjectDetection.from_pretrained(saved_models / name)
+
+
 def test_fine_tuning_from_a_checkpoint_whose_weights_do_not_fit_refuses_instead_of_reinitialising(saved_models):
     from modeling_detr_custom.data import CategoryMapping
     from modeling_detr_custom.training.models import load_model_for_training
@@ -530,6 +544,33 @@ def test_fine_tuning_from_a_checkpoint_with_other_classes_reinitialises_only_the
     DetrCustomForObjectDetection(make_tiny_config()).save_pretrained(tmp_path / "good")
     model, base = load_model_for_training(str(tmp_path / "good"), CategoryMapping([1, 2, 3, 4, 5, 6, 7]))
     assert base == str(tmp_path / "good") and model.class_labels_classifier.out_features == 8
+
+
+# --- bad image-processor options: one line naming the option ---------------------------------------------------------
+
+
+def test_an_absurd_resize_size_is_refused_at_construction_instead_of_failing_in_the_allocator() -> None:
+    from modeling_detr_custom import DetrCustomImageProcessor
+
+    with pytest.raises(ValueError, match=r"`size\['shortest_edge'\]` = 10000000 px is larger than 16384 px"):
+        DetrCustomImageProcessor(size={"shortest_edge": 10_000_000, "longest_edge": 100_000_000})
+
+
+def test_image_mean_none_means_the_documented_imagenet_default() -> None:
+    from modeling_detr_custom import DetrCustomImageProcessor
+
+    assert DetrCustomImageProcessor(image_mean=None).image_mean == DetrCustomImageProcessor().image_mean
+
+
+@pytest.mark.parametrize("threshold", ["0.5", None])
+def test_a_threshold_that_is_not_a_number_is_named(threshold: object) -> None:
+    import torch
+
+    from modeling_detr_custom import DetrCustomImageProcessor
+
+    outputs = {"logits": torch.zeros(1, 4, 4), "pred_boxes": torch.full((1, 4, 4), 0.5)}
+    with pytest.raises(TypeError, match=r"`threshold` must be a number"):
+        DetrCustomImageProcessor().post_process_object_detection(outputs, threshold=threshold)
 
 
 # --- evaluation and prediction do not depend on the batch size or the number of processes -----------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_base_weights"]
+__all__ = ["check_base_weights", "explain_load_error"]
 
 # The parts of `DetrCustomModel` whose weights must come from the checkpoint (see `check_base_weights`).
 _BASE_WEIGHT_PARTS = frozenset(
@@ -54,3 +54,23 @@ def check_base_weights(loading_info: Mapping[str, Any], source: str) -> None:
 
 def _first(keys: list[str], shown: int = 6) -> str:
     return ", ".join(keys[:shown]) + (f", ... and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def explain_load_error(error: Exception, source: str) -> ValueError | None:
+    """A one-line `ValueError` naming `source` for weights that cannot be read (a truncated or corrupt file) or
+    that do not fit the config (files of different models in one folder); None for any other error.
+
+    `OSError` and `ValueError` already name the path or the problem (missing folder or file, bad JSON, the rule
+    above) and are left as they are.
+    """
+    if isinstance(error, (OSError, ValueError)):
+        return None
+    text = str(error)
+    first_line = text.splitlines()[0] if text else ""
+    if "mismatch" in text or "ignore_mismatched_sizes" in first_line:
+        reason = "the weights' shapes do not match its config.json (files of different models in one folder?)"
+    elif type(error).__name__ == "SafetensorError" or "deserializ" in text or "PytorchStreamReader" in text:
+        reason = f"the weights cannot be read ({type(error).__name__}: {first_line}); the file may be truncated"
+    else:
+        return None
+    return ValueError(f"Cannot load the model in {source}: {reason}.")

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from .backbone import DetrCustomBackbone, TimmConvEncoder, TransformersConvEncoder, downsample_pixel_mask
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
-from .loading_rules import check_base_weights
+from .loading_rules import check_base_weights, explain_load_error
 from .matcher import HungarianMatcher
 from .model_inputs import as_encoder_output, check_pixel_inputs, per_group, square_feature_map
 from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
@@ -115,13 +115,20 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
                 initialised at random, e.g. to train a changed encoder from scratch).
 
         Raises:
-            ValueError: naming the missing, unexpected and mismatched backbone/transformer keys.
+            ValueError: naming the missing, unexpected and mismatched backbone/transformer keys; or one line naming
+                the folder when its weights cannot be read (truncated) or do not fit its config.json.
         """
         allow_partial_base_weights = kwargs.pop("allow_partial_base_weights", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
-        )
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
+        except Exception as error:  # a truncated weights file or weights of another model: one line naming the folder
+            explained = explain_load_error(error, str(pretrained_model_name_or_path))
+            if explained is None:
+                raise
+            raise explained from error
         if not allow_partial_base_weights:
             check_base_weights(loading_info, f"{cls.__name__} from {pretrained_model_name_or_path}")
         # Loading re-creates every parameter with requires_grad=True: freeze the configured backbone stages again.
