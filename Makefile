@@ -30,7 +30,8 @@ format: install
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(PY) -m pytest -q
+	# one test file per worker (module fixtures built once), one worker per core up to 4
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # Speed against transformers' DETR in one run, ratios measured side by side (see benchmarks/README.md);
 # `make bench BENCH_ARGS=--quick` for a short development run.

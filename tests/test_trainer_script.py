@@ -180,7 +180,13 @@ def test_two_process_trainer_run_trains_evaluates_and_saves_a_hub_folder(probe: 
     workdir, data = probe
     output_dir = workdir / "out"
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    command = [torchrun, "--nproc_per_node", "2", str(REPO / "scripts" / "train_trainer.py")]
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "scripts" / "train_trainer.py"),
+    ]  # free port
     command += ["--data", str(data), "--model", str(workdir / "random"), "--output_dir", str(output_dir)]
     command += ["--max_steps", "2", "--learning_rate", "1e-6", "--lr_backbone", "1e-6", "--eval_strategy", "steps"]
     command += ["--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none"]
