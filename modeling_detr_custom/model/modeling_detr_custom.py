@@ -574,16 +574,13 @@ def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
     if mask is None:
         return None
     flat = mask.flatten(1)  # (B, HW)
-    if _is_exporting():
+    if is_exporting():
         return flat
     valid_counts = flat.sum(1).tolist()  # one device-to-host copy
     if min(valid_counts) == 0:
         empty = [index for index, count in enumerate(valid_counts) if count == 0]
         raise ValueError(f"pixel_mask of images {empty} marks no pixel as valid (1 = real pixel, 0 = padding).")
     return None if min(valid_counts) == flat.shape[1] else flat
-
-
-_is_exporting = is_exporting  # True inside torch.export, torch.onnx.export and torch.jit.trace
 
 
 def _list_with_the_object_detection_pipeline() -> None:
