@@ -14,6 +14,7 @@ from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfi
 
 __all__ = [
     "TINY_CONFIG",
+    "TINY_FROM_SCRATCH_CONFIG",
     "TINY_TRAINING_CONFIG",
     "make_labels",
     "make_pixel_inputs",
@@ -38,6 +39,13 @@ TINY_CONFIG: dict[str, Any] = {
 
 # The same with one encoder layer: the model the end-to-end training tests write as `--model tiny.json`.
 TINY_TRAINING_CONFIG: dict[str, Any] = {**TINY_CONFIG, "encoder_layers": 1}
+
+# The same trained from scratch as `scripts/train.py` trains small models: trainable BatchNorm in every stage.
+TINY_FROM_SCRATCH_CONFIG: dict[str, Any] = {
+    **TINY_TRAINING_CONFIG,
+    "freeze_backbone_batch_norm": False,
+    "backbone_trainable_layers": 5,
+}
 
 _TRANSFORMER_FIELDS = (
     "d_model",

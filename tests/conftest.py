@@ -13,6 +13,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from modeling_detr_custom import DetrCustomConfig  # noqa: E402
 from modeling_detr_custom.testing_utils import (  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "make_labels",
     "make_pixel_inputs",
     "make_tiny_config",
+    "rewrite_weights",
     "run_isolated_python",
 ]
 
@@ -37,6 +39,14 @@ import sys
 for _package in ("modeling_detr_custom", "image_processing"):
     sys.modules[_package] = None  # importing the package now raises ImportError, as where it is not installed
 """
+
+
+def rewrite_weights(folder: Path, edit: Callable[[dict[str, torch.Tensor]], object]) -> None:
+    """Loads `folder/model.safetensors`, lets `edit` change the state dict in place, and writes it back."""
+    path = folder / "model.safetensors"
+    state = load_file(path)
+    edit(state)
+    save_file(state, path, metadata={"format": "pt"})
 
 
 def run_isolated_python(

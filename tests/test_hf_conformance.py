@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.testing_utils import CaptureLogger
 
@@ -27,7 +27,7 @@ from modeling_detr_custom import (
     DetrCustomObjectDetectionOutput,
 )
 from modeling_detr_custom.testing_utils import randomize_weights_
-from tests.conftest import TINY_CONFIG, make_labels, make_pixel_inputs
+from tests.conftest import TINY_CONFIG, make_labels, make_pixel_inputs, rewrite_weights
 
 NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
 PAIRS = [
@@ -284,13 +284,6 @@ def test_detection_checkpoint_loads_into_the_bare_model_as_in_transformers(pair,
         )
 
 
-def _rewrite(folder, edit) -> None:
-    path = folder / "model.safetensors"
-    state = load_file(path)
-    edit(state)
-    save_file(state, path, metadata={"format": "pt"})
-
-
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -311,7 +304,7 @@ def _rewrite(folder, edit) -> None:
 )
 def test_missing_backbone_or_transformer_weights_raise_unless_allowed(pair, tmp_path, edit, message) -> None:
     pair[0].save_pretrained(tmp_path)
-    _rewrite(tmp_path, edit)
+    rewrite_weights(tmp_path, edit)
     with pytest.raises(ValueError, match=message):
         DetrCustomForObjectDetection.from_pretrained(tmp_path)
     model, info = DetrCustomForObjectDetection.from_pretrained(

@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomModel
 from modeling_detr_custom.model.frozen_batch_norm import FrozenBatchNorm2d
-from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config
+from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config, rewrite_weights
 
 
 def build(seed: int = 0, **overrides: object) -> DetrCustomForObjectDetection:
@@ -283,13 +282,6 @@ def test_from_pretrained_never_downloads_the_backbone(tmp_path, monkeypatch) -> 
     assert requested == [False, True]
 
 
-def _rewrite_checkpoint(folder, edit) -> None:
-    path = folder / "model.safetensors"
-    state = load_file(path)
-    edit(state)
-    save_file(state, path, metadata={"format": "pt"})
-
-
 @pytest.mark.parametrize(
     ("edit", "key"),
     [
@@ -300,7 +292,7 @@ def _rewrite_checkpoint(folder, edit) -> None:
 )
 def test_loading_a_mismatched_checkpoint_fails_loudly(model, tmp_path, edit, key) -> None:
     model.save_pretrained(tmp_path)
-    _rewrite_checkpoint(tmp_path, edit)
+    rewrite_weights(tmp_path, edit)
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         DetrCustomForObjectDetection.from_pretrained(tmp_path)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from modeling_detr_custom.apps.cli.train import main as train_main
-from modeling_detr_custom.testing_utils import TINY_TRAINING_CONFIG
+from modeling_detr_custom.testing_utils import TINY_FROM_SCRATCH_CONFIG
 from modeling_detr_custom.training.atomic_folders import recover_folder, replace_folder, temporary_sibling
 from modeling_detr_custom.training.checkpointing import PROGRESS_FILE
 from modeling_detr_custom.training.run_state import RUN_FILE
@@ -23,7 +23,7 @@ from modeling_detr_custom.training.run_state import RUN_FILE
 DATA = "synthetic:num_train=4,num_val=2,image_size=64,seed=3"
 
 
-TINY_MODEL = {**TINY_TRAINING_CONFIG, "freeze_backbone_batch_norm": False, "backbone_trainable_layers": 5}
+TINY_MODEL = TINY_FROM_SCRATCH_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling_detr_custom.testing_utils import TINY_TRAINING_CONFIG
+from modeling_detr_custom.testing_utils import TINY_FROM_SCRATCH_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic:num_train=12,num_val=6,image_size=64,seed=3"
-TINY_MODEL = {**TINY_TRAINING_CONFIG, "freeze_backbone_batch_norm": False, "backbone_trainable_layers": 5}
+TINY_MODEL = TINY_FROM_SCRATCH_CONFIG
 
 
 @pytest.fixture(scope="module")
