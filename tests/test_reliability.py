@@ -294,6 +294,17 @@ def test_bad_argument_values_are_refused_at_parse_time(flag: str, value: str, me
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_bad_on_bad_data_value_is_a_usage_error_in_every_command(command: str, capsys) -> None:
+    from modeling_detr_custom.apps.cli import main as cli_main
+
+    argv = [command, "--on_bad_data", "ignore"] + (["--model", "unused"] if command == "evaluate" else [])
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 2
+    assert "--on_bad_data must be 'raise' or 'skip', got 'ignore'" in capsys.readouterr().err
+
+
 # --- bad data: one line naming the file, the entry and the field ------------------------------------------------------
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "main", "parse_arguments"]
 
 # command -> (module in this package, one-line description)
 COMMANDS = {
@@ -21,6 +22,15 @@ COMMANDS = {
     "convert-original": ("convert_original_checkpoint", "convert a facebookresearch/detr .pth checkpoint"),
     "demo": ("demo", "train the small DETR on synthetic shapes on the CPU, evaluate, draw (make demo)"),
 }
+
+
+def parse_arguments(parser: Any, argv: list[str] | None) -> tuple[Any, ...]:
+    """The dataclasses of an `HfArgumentParser`; a value their `__post_init__` refuses becomes argparse's usage
+    error (the message and exit code 2), never a traceback."""
+    try:
+        return tuple(parser.parse_args_into_dataclasses(args=argv))
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def _usage() -> str:

@@ -10,15 +10,13 @@ import sys
 
 from transformers import HfArgumentParser
 
+from modeling_detr_custom.apps.cli import parse_arguments
 from modeling_detr_custom.apps.demo import DemoArguments, run_demo
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(DemoArguments, description=__doc__)
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:
-        parser.error(str(err))
+    (args,) = parse_arguments(parser, argv)
     try:
         run_demo(args)
     except (RuntimeError, FileNotFoundError, ValueError) as err:

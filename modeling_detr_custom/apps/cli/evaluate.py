@@ -10,12 +10,13 @@ import sys
 
 from transformers import HfArgumentParser
 
+from modeling_detr_custom.apps.cli import parse_arguments
 from modeling_detr_custom.apps.evaluate import EvaluateArguments, evaluate_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(EvaluateArguments, description=__doc__)
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    (args,) = parse_arguments(parser, argv)
     try:
         evaluate_checkpoint(args)
     except (ValueError, FileNotFoundError, OSError) as err:

@@ -11,6 +11,7 @@ import sys
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
+from modeling_detr_custom.apps.cli import parse_arguments
 from modeling_detr_custom.training.arguments import DetrTrainingArguments
 from modeling_detr_custom.training.atomic_folders import OutputWriteError
 from modeling_detr_custom.training.hub import HubUploadError
@@ -20,10 +21,7 @@ from modeling_detr_custom.training.run_state import flags_given
 
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser(DetrTrainingArguments, description=__doc__)
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:
-        parser.error(str(err))
+    (args,) = parse_arguments(parser, argv)
     try:
         result = train(args, given=flags_given(sys.argv[1:] if argv is None else argv))
     except (NonFiniteLossError, HubUploadError, OutputWriteError, ValueError, OSError) as err:

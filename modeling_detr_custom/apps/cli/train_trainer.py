@@ -17,6 +17,7 @@ import sys
 
 from transformers import HfArgumentParser
 
+from modeling_detr_custom.apps.cli import parse_arguments
 from modeling_detr_custom.evaluation.coco_evaluator import format_metrics_table
 from modeling_detr_custom.training.atomic_folders import OutputWriteError
 from modeling_detr_custom.training.hub import HubUploadError
@@ -25,10 +26,7 @@ from modeling_detr_custom.training.trainer import DetrDataArguments, DetrTrainer
 
 def main(argv: list[str] | None = None) -> int:
     parser = HfArgumentParser((DetrDataArguments, DetrTrainerArguments), description=__doc__)
-    try:
-        data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:
-        parser.error(str(err))
+    data_args, training_args = parse_arguments(parser, argv)
     try:
         result = train_with_trainer(data_args, training_args)
     except (HubUploadError, OutputWriteError, ValueError, FileNotFoundError) as err:
