@@ -204,7 +204,7 @@ def test_two_process_trainer_run_trains_evaluates_and_saves_a_hub_folder(probe: 
     assert evaluation["eval_num_images"] == SPEC.num_val  # the padded last batch counted once, none lost
 
     # best/ and last/ as train.py lays them out; the only evaluation (step 2) is both the best and the last model.
-    assert sorted(p.name for p in output_dir.iterdir()) == ["best", "checkpoint-2", "last"]
+    assert sorted(p.name for p in output_dir.iterdir()) == ["best", "checkpoint-2", "last", "training_args.json"]
     assert _weights(output_dir / "best") == _weights(output_dir / "last")
     output_dir = output_dir / "last"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "eval_results.json"):
@@ -317,7 +317,13 @@ def _weights(folder: Path) -> bytes:
 
 
 def test_best_and_last_are_laid_out_as_train_py_writes_them(trainer_run: Path) -> None:
-    assert sorted(p.name for p in trainer_run.iterdir()) == ["best", "checkpoint-1", "checkpoint-2", "last"]
+    assert sorted(p.name for p in trainer_run.iterdir()) == [
+        "best",
+        "checkpoint-1",
+        "checkpoint-2",
+        "last",
+        "training_args.json",
+    ]
     state = json.loads((trainer_run / "checkpoint-2" / "trainer_state.json").read_text())
     assert _weights(trainer_run / "best") == _weights(trainer_run / f"checkpoint-{state['best_global_step']}")
     assert _weights(trainer_run / "last") == _weights(trainer_run / "checkpoint-2")
@@ -377,3 +383,73 @@ def test_too_little_free_space_is_reported_at_start(tmp_path: Path, monkeypatch,
     )
     assert _train_in_process(tmp_path / "out", "--max_steps", "1", "--eval_strategy", "no") == 0
     assert f"warning: {tmp_path / 'out'} has 0 MiB free" in capsys.readouterr().out
+
+
+def _resumed_from(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("Resuming from ")).split()[-1].rstrip(".")
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda folder: (folder / "training_progress.json").unlink(), "no training_progress.json"),
+        (lambda folder: _truncate(folder / "optimizer.pt"), "optimizer.pt has"),
+        (lambda folder: _truncate(folder / "model.safetensors"), "model.safetensors has"),
+    ],
+    ids=["killed-before-the-marker", "truncated-optimizer", "truncated-weights"],
+)
+def test_a_damaged_newest_trainer_checkpoint_is_reported_and_the_previous_one_resumed(run_copy, damage, reason, capsys):
+    damage(run_copy / "checkpoint-2")
+    extra = ("--resume_from_checkpoint", "latest", "--max_steps", "3", "--eval_strategy", "no")
+    assert _train_in_process(run_copy, *extra) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {run_copy / 'checkpoint-2'} cannot be resumed from: {reason}" in out
+    assert _resumed_from(out) == str(run_copy / "checkpoint-1")
+    state = json.loads((run_copy / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and (run_copy / "checkpoint-3" / "training_progress.json").is_file()
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def test_a_damaged_trainer_checkpoint_named_explicitly_gives_a_one_line_error(run_copy: Path, capsys) -> None:
+    _truncate(run_copy / "checkpoint-2" / "optimizer.pt")
+    extra = ("--resume_from_checkpoint", str(run_copy / "checkpoint-2"), "--max_steps", "3")
+    assert _train_in_process(run_copy, *extra) == 1
+    err = capsys.readouterr().err
+    assert f"error: {run_copy / 'checkpoint-2'} cannot be resumed from: optimizer.pt has" in err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_overwrite_output_dir_never_rotates_or_resumes_the_replaced_runs_checkpoints(run_copy: Path, capsys) -> None:
+    old_checkpoint = _weights(run_copy / "checkpoint-2")
+    common = ("--overwrite_output_dir", "--eval_strategy", "no", "--save_total_limit", "1")
+    assert _train_in_process(run_copy, "--max_steps", "1", *common) == 0
+    # The new run's checkpoint-1 is its own; the replaced run's checkpoint-2 is neither rotated away nor resumed.
+    assert _weights(run_copy / "checkpoint-2") == old_checkpoint
+    capsys.readouterr()
+    assert _train_in_process(run_copy, "--resume_from_checkpoint", "latest", "--max_steps", "2", *common) == 0
+    assert _resumed_from(capsys.readouterr().out) == str(run_copy / "checkpoint-1")
+    assert _weights(run_copy / "checkpoint-2") != old_checkpoint  # rewritten by this run at its step 2 ...
+    assert not (run_copy / "checkpoint-1").exists()  # ... and its own older checkpoint rotated (limit 1)
+
+
+def _full_disk_in(method: str):
+    def fail(self: DetrTrainer, output_dir: str) -> None:
+        (Path(output_dir) / "partial.bin").write_bytes(b"0")
+        raise RuntimeError(f"[enforce fail at inline_container.cc:626] . unexpected pos 1 vs 2 ({method})")
+
+    return fail
+
+
+@pytest.mark.parametrize("method", ["_save_optimizer_and_scheduler", "_save_rng_state"])
+def test_disk_full_while_writing_optimizer_or_rng_state_names_the_checkpoint(run_copy, method, monkeypatch, capsys):
+    monkeypatch.setattr(DetrTrainer, method, _full_disk_in(method))
+    assert _train_in_process(run_copy, "--resume_from_checkpoint", "latest", "--max_steps", "3") == 1
+    err = capsys.readouterr().err
+    assert f"error: Could not write {run_copy / 'checkpoint-3'} (disk full or no permission?)" in err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+    assert not (run_copy / "checkpoint-3" / "training_progress.json").exists()  # never resumed from
+    for step in (1, 2):  # nothing already saved is lost
+        assert (run_copy / f"checkpoint-{step}" / "training_progress.json").is_file()

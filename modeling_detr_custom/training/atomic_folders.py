@@ -38,11 +38,14 @@ def write_on_every_process(accelerator: Any, write: Callable[[], None], target: 
     reason = None
     try:
         write()
+    except OutputWriteError as error:  # a nested write already named its folder: keep that message
+        reason = str(error)
     except (OSError, RuntimeError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = f"Could not write {target} (disk full or no permission?): {first_line}"
     reasons = [r for r in gather_object([reason]) if r] if accelerator.num_processes > 1 else [r for r in [reason] if r]
     if reasons:
-        raise OutputWriteError(f"Could not write {target} (disk full or no permission?): {reasons[0]}")
+        raise OutputWriteError(reasons[0])
 
 
 def temporary_sibling(final: Path) -> Path:

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from accelerate import Accelerator
 
 from modeling_detr_custom.training.atomic_folders import (
     OutputWriteError,
+    fsync_tree,
     replace_folder,
     temporary_sibling,
     write_on_every_process,
@@ -34,6 +35,8 @@ __all__ = [
     "is_checkpoint_of",
     "load_checkpoint",
     "load_latest_checkpoint",
+    "mark_complete",
+    "remove_old_checkpoints",
     "save_checkpoint",
 ]
 
@@ -81,10 +84,9 @@ def save_checkpoint(
 
     def complete() -> None:
         if main:
-            progress.files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-            (tmp / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
+            mark_complete(tmp, progress)
             replace_folder(tmp, final)
-            _remove_old_checkpoints(output_dir, keep, progress.run_id)
+            remove_old_checkpoints(output_dir, keep, progress.run_id)
 
     try:
         write_on_every_process(accelerator, lambda: temporary_sibling(final) if main else None, final)
@@ -95,6 +97,17 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def mark_complete(folder: Path, progress: TrainingProgress) -> None:
+    """Write the completion marker of the fully written checkpoint `folder`: `progress` with every file's size.
+
+    The files are flushed to the disk first, so a marker never describes data that is still in a cache.
+    """
+    fsync_tree(folder)
+    progress.files = {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+    progress.files.pop(PROGRESS_FILE, None)
+    (folder / PROGRESS_FILE).write_text(json.dumps(asdict(progress)))
 
 
 def checkpoint_damage(path: str | os.PathLike) -> str | None:
@@ -132,9 +145,29 @@ def is_checkpoint_of(path: str | os.PathLike, run_id: str) -> bool:
     return (Path(path) / PROGRESS_FILE).is_file() and _run_id(Path(path)) == run_id
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike, run_id: str | None = None) -> Path | None:
-    """The undamaged checkpoint with the highest step (of run `run_id`, if given), or None; `.tmp` is ignored."""
-    return next((path for path in _checkpoints(output_dir, run_id) if checkpoint_damage(path) is None), None)
+def find_latest_checkpoint(
+    output_dir: str | os.PathLike, run_id: str | None = None, report: Callable[[str], None] | None = None
+) -> Path | None:
+    """The undamaged checkpoint with the highest step (of run `run_id`, if given), or None; `.tmp` is ignored.
+
+    `report` receives one line for each newer checkpoint skipped because it is damaged or incomplete (no marker:
+    a write that a kill or a full disk cut short).
+    """
+    found = None
+    for path in _checkpoints(output_dir, run_id):
+        damage = checkpoint_damage(path)
+        if damage is None:
+            found = path
+            break
+        if report is not None:
+            report(f"warning: {path} cannot be resumed from: {damage}. Trying the previous checkpoint.")
+    if report is not None:
+        found_step = int(CHECKPOINT_PATTERN.match(found.name).group(1)) if found else -1
+        for path in sorted(Path(output_dir).glob("checkpoint-*"), reverse=True):
+            match = CHECKPOINT_PATTERN.match(path.name)
+            if match and int(match.group(1)) > found_step and not (path / PROGRESS_FILE).exists():
+                report(f"warning: {path} cannot be resumed from: {checkpoint_damage(path)}. Skipped.")
+    return found
 
 
 def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> TrainingProgress:
@@ -181,11 +214,16 @@ def _run_id(path: Path) -> str:
         return ""
 
 
-def _remove_old_checkpoints(output_dir: Path, keep: int, run_id: str) -> None:
+def remove_old_checkpoints(
+    output_dir: str | os.PathLike, keep: int, run_id: str, protect: str | os.PathLike | None = None
+) -> None:
+    """Keep the newest `keep` complete checkpoints of run `run_id` (and `protect`); another run's are never removed."""
+    output_dir = Path(output_dir)
+    protected = Path(protect).resolve() if protect else None
     own = sorted(
         (int(m.group(1)), p)
         for p in output_dir.glob("checkpoint-*")
-        if (m := CHECKPOINT_PATTERN.match(p.name)) and _run_id(p) == run_id
+        if (m := CHECKPOINT_PATTERN.match(p.name)) and _run_id(p) == run_id and p.resolve() != protected
     )
     for _, path in own[: max(len(own) - keep, 0)]:
         shutil.rmtree(path, ignore_errors=True)

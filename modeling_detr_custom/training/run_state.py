@@ -168,12 +168,16 @@ def check_output_dir(args: Any) -> None:
         raise OutputWriteError(f"Cannot write to --output_dir {output_dir}: {error.strerror or error}") from error
 
 
-def write_run_file(args: DetrTrainingArguments, run_id: str | None) -> str:
-    """Write the resolved arguments and the run id (a new one unless resuming this folder's run); returns the id."""
+def write_run_file(args: Any, run_id: str | None, arguments: dict[str, Any] | None = None) -> str:
+    """Write the resolved arguments and the run id (a new one unless resuming this folder's run); returns the id.
+
+    `arguments`: what to record (default: every field of the `args` dataclass; the Trainer script passes
+    `TrainingArguments.to_dict()`, whose values JSON can hold).
+    """
     run_id = run_id or uuid.uuid4().hex
     output_dir = Path(args.output_dir)
     tmp = output_dir / (RUN_FILE + ".tmp")
-    content = {"run_id": run_id, "arguments": dataclasses.asdict(args)}
+    content = {"run_id": run_id, "arguments": dataclasses.asdict(args) if arguments is None else arguments}
     try:
         tmp.write_text(json.dumps(content, indent=2))
         os.replace(tmp, output_dir / RUN_FILE)

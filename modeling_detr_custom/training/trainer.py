@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,21 @@ from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
 from modeling_detr_custom.training.arguments import DetrDataArguments
 from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
+from modeling_detr_custom.training.checkpointing import (
+    PROGRESS_FILE,
+    CheckpointError,
+    TrainingProgress,
+    checkpoint_damage,
+    find_latest_checkpoint,
+    mark_complete,
+    remove_old_checkpoints,
+)
 from modeling_detr_custom.training.distributed import needs_cpu_process_group
 from modeling_detr_custom.training.hub import hub_errors, push_folder_to_hub, render_model_card
 from modeling_detr_custom.training.logging_utils import LossMeter
 from modeling_detr_custom.training.models import load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_param_groups
-from modeling_detr_custom.training.run_state import check_output_dir, free_space_check
+from modeling_detr_custom.training.run_state import check_output_dir, free_space_check, read_run_file, write_run_file
 
 __all__ = [
     "CocoMetrics",
@@ -190,9 +200,17 @@ class DetrTrainer(Trainer):
         *args, **kwargs: As for `Trainer`; `args` must be a `DetrTrainerArguments`.
     """
 
-    def __init__(self, *args: Any, dataset_name: str = "synthetic", base_model: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        dataset_name: str = "synthetic",
+        base_model: str | None = None,
+        run_id: str = "",
+        **kwargs: Any,
+    ):
         self.dataset_name = dataset_name
         self.base_model = base_model
+        self.run_id = run_id
         self.loss_meter = LossMeter()
         super().__init__(*args, **kwargs)
 
@@ -272,6 +290,35 @@ class DetrTrainer(Trainer):
         save = super().save_model
         target = Path(output_dir or self.args.output_dir)
         write_on_every_process(self.accelerator, lambda: save(output_dir, _internal_call), target)
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, then a completion marker; rotation removes only this run's older checkpoints.
+
+        The marker (`training_progress.json`: step, run id, every file's size) is written after every process has
+        finished writing, so `--resume_from_checkpoint latest` can tell a complete checkpoint from one a kill or a
+        full disk cut short (or one truncated later) and skip it. Rotation runs after the marker, so a kill never
+        leaves fewer complete checkpoints than `--save_total_limit`, and never touches another run's folders.
+
+        Raises:
+            OutputWriteError: disk full or no permission while writing any part (weights, optimizer, RNG states),
+                on every process, naming the checkpoint; the previous checkpoints are untouched.
+        """
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # the Trainer's rotation (by mtime, every run's folders) is replaced below
+        save = super()._save_checkpoint
+        try:
+            write_on_every_process(self.accelerator, lambda: save(model, trial), folder)
+        finally:
+            self.args.save_total_limit = limit
+
+        def complete() -> None:
+            if self.args.should_save:
+                mark_complete(folder, TrainingProgress(step=self.state.global_step, run_id=self.run_id))
+                if limit:
+                    remove_old_checkpoints(folder.parent, limit, self.run_id, self.state.best_model_checkpoint)
+
+        write_on_every_process(self.accelerator, complete, folder)
 
     def save_model_folder(self, folder: Path, metrics: dict[str, float] | None) -> Path:
         """Write a complete Hub folder next to `folder` and swap it in whole (as `train.py` writes best/ and last/).
@@ -361,6 +408,7 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
         OutputWriteError: `output_dir` cannot be written, before any training, or a save failed (naming the folder).
     """
     check_output_dir(args)  # every process sees the same folder before any of them writes into it
+    checkpoint, run_id = _resume_point(args)
     set_seed(args.seed)  # identical initial weights on every process
     train_split, eval_split = _load_splits(data_args, args)
     model, base_model = load_model_for_training(data_args.model, train_split.mapping)
@@ -380,8 +428,10 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
         callbacks=[SetEpochCallback(train_split)],
         dataset_name=data_args.data,
         base_model=base_model,
+        run_id=run_id,
     )
-    checkpoint = True if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
+    if trainer.is_world_process_zero():  # the folder belongs to this run once its setup has succeeded
+        write_run_file(args, run_id, arguments=args.to_dict())
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics = _final_metrics(trainer)
     output_dir = Path(args.output_dir)
@@ -396,6 +446,61 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
         trainer.push_to_hub(commit_message="End of training")
     trainer.end()  # trackers finished, process group destroyed
     return TrainerRunResult(output_dir, metrics, trainer.state.global_step, last_dir, best_dir)
+
+
+def _resume_point(args: DetrTrainerArguments) -> tuple[str | None, str]:
+    """The checkpoint to resume from (None: start fresh) and the id of the run that now writes into `output_dir`.
+
+    `latest` is the newest complete, undamaged checkpoint of the run recorded in `output_dir` (each damaged newer one
+    is reported); a run started with `--overwrite_output_dir` gets a new id, so it never resumes or rotates the
+    checkpoints of the run it replaced. The main process decides; every process gets the same answer.
+
+    Raises:
+        CheckpointError: the checkpoint named by `--resume_from_checkpoint PATH` is incomplete or damaged.
+    """
+    state = PartialState()
+    answer: list[Any] = [None, "", None]  # checkpoint, run id, error message
+    if state.is_main_process:
+        try:
+            answer = [*_find_resume_point(args), None]
+        except ValueError as error:  # CheckpointError, an unreadable run file: every process must stop
+            answer = [None, "", str(error)]
+    if state.num_processes > 1:
+        broadcast_object_list(answer, from_process=0)
+    if answer[2] is not None:
+        raise CheckpointError(answer[2])
+    return answer[0], answer[1]
+
+
+def _find_resume_point(args: DetrTrainerArguments) -> tuple[str | None, str]:
+    saved = read_run_file(args.output_dir) if args.resume_from_checkpoint else None
+    run_id = saved.get("run_id", "") if saved else ""
+    checkpoint = args.resume_from_checkpoint
+    if checkpoint == "latest":
+        found = find_latest_checkpoint(args.output_dir, run_id or None, report=print)
+        if found is None:
+            print(f"No complete checkpoint in {args.output_dir}; starting from scratch.")
+        checkpoint = str(found) if found else None
+    elif checkpoint:
+        _check_named_checkpoint(Path(checkpoint))
+        if Path(checkpoint).parent.resolve() != Path(args.output_dir).resolve():
+            run_id = ""  # continuing another folder's checkpoint: a new run in this folder
+    if checkpoint:
+        print(f"Resuming from {checkpoint}.")
+    return checkpoint, run_id or uuid.uuid4().hex
+
+
+def _check_named_checkpoint(path: Path) -> None:
+    """Refuse an incomplete or damaged checkpoint by name (one written by a plain `Trainer`, with no marker, passes)."""
+    if not path.is_dir():
+        raise CheckpointError(f"--resume_from_checkpoint {path}: no such checkpoint folder.")
+    unmarked_trainer_checkpoint = not (path / PROGRESS_FILE).exists() and (path / "trainer_state.json").is_file()
+    damage = None if unmarked_trainer_checkpoint else checkpoint_damage(path)
+    if damage is not None:
+        raise CheckpointError(
+            f"{path} cannot be resumed from: {damage}. Pass another checkpoint-<step> folder, or 'latest' "
+            "(the newest undamaged one)."
+        )
 
 
 def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tuple[DetectionSplit, DetectionSplit]:
