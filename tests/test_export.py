@@ -110,6 +110,28 @@ def test_script_writes_the_model_and_configs_and_reports_parity(checkpoint: Path
     assert batch_dim.dim_param and not batch_dim.HasField("dim_value")
 
 
+def test_fp16_export_takes_half_inputs_and_stays_within_its_stated_tolerance_of_fp32(checkpoint, tmp_path) -> None:
+    import onnx
+    import onnxruntime
+
+    from modeling_detr_custom.apps.export_onnx import OnnxExportArguments, export_onnx
+
+    args = OnnxExportArguments(checkpoint=str(checkpoint), out_dir=str(tmp_path), dynamic=True, dtype="fp16")
+    result = export_onnx(args, report=lambda line: None)
+    assert result["max_difference"] <= result["tolerance"] < 1e-1  # checked against the fp32 PyTorch model
+    graph = onnx.load(result["path"]).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    # Half the weights' bytes of the fp32 export: the weights really are fp16, not cast at the input.
+    fp32 = export_onnx(OnnxExportArguments(str(checkpoint), str(tmp_path / "fp32"), dynamic=True), lambda line: None)
+    assert Path(result["path"]).stat().st_size < 0.6 * Path(fp32["path"]).stat().st_size
+    session = onnxruntime.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
+    pixel_values, pixel_mask = parity_inputs(70, 90, dynamic=True, with_postprocess=False, dtype=torch.float16)[0]
+    feed = {"pixel_values": pixel_values.numpy(), "pixel_mask": pixel_mask.numpy()}
+    logits, boxes = session.run(["logits", "pred_boxes"], feed)
+    assert str(logits.dtype) == str(boxes.dtype) == "float16" and logits.shape[:2] == boxes.shape[:2]
+    assert torch.isfinite(torch.from_numpy(logits).float()).all()
+
+
 def test_script_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from modeling_detr_custom.apps.cli.export_onnx import main
 
