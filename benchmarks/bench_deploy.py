@@ -12,6 +12,7 @@ DETR-R50 come to them (FLOPs counted by `torch.utils.flop_counter`).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_common import interleaved_seconds, machine_description, markdown_table, row_from_seconds
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection, DetrCustomImageProcessor
 from modeling_detr_custom.apps.export_onnx import OnnxDetector, check_onnx_parity, export_to_onnx, parity_inputs
+from modeling_detr_custom.apps.predict import store_matmul_weights_in
 from modeling_detr_custom.training.models import MODEL_PRESETS
 
 
@@ -66,12 +68,13 @@ def bf16_row(config: DetrCustomConfig, height: int, width: int, repeats: int):
     """Our model under bf16 autocast (what `predict.py --dtype bf16` runs) vs the same model in fp32, batch 1."""
     torch.manual_seed(0)
     model = DetrCustomForObjectDetection(config).eval()
+    bf16_model = store_matmul_weights_in(copy.deepcopy(model), torch.bfloat16)  # as ObjectDetector(dtype="bf16")
     pixel_values = torch.randn(1, 3, height, width)
     pixel_mask = torch.ones(1, height, width, dtype=torch.int64)
 
     def run(bf16: bool):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(pixel_values=pixel_values, pixel_mask=pixel_mask)
+            return (bf16_model if bf16 else model)(pixel_values=pixel_values, pixel_mask=pixel_mask)
 
     fp32, bf16 = run(False), run(True)
     logit_difference = (bf16.logits.float() - fp32.logits).abs().max().item()

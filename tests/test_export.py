@@ -186,6 +186,24 @@ def test_predict_bf16_stays_close_to_fp32(checkpoint: Path) -> None:
     assert scores_fp32 != scores_bf16  # bf16 really ran
 
 
+def test_bf16_detector_stores_matmul_weights_cast_and_gives_exactly_the_autocast_numbers(checkpoint: Path) -> None:
+    from modeling_detr_custom.apps.predict import ObjectDetector
+
+    reference = DetrCustomForObjectDetection.from_pretrained(checkpoint).eval()
+    detector = ObjectDetector.from_pretrained(str(checkpoint), dtype="bf16")
+    linear = detector.model.class_labels_classifier
+    assert (
+        linear.weight.dtype == torch.bfloat16 and detector.model.model.decoder.layernorm.weight.dtype == torch.float32
+    )
+    pixel_values, pixel_mask = parity_inputs(64, 96, dynamic=True, with_postprocess=False)[-1]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(pixel_values=pixel_values, pixel_mask=pixel_mask)
+    with torch.inference_mode():
+        outputs = detector._forward(pixel_values, pixel_mask)
+    torch.testing.assert_close(outputs["logits"], expected.logits.float(), rtol=0, atol=0)
+    torch.testing.assert_close(outputs["pred_boxes"], expected.pred_boxes.float(), rtol=0, atol=0)
+
+
 def test_predict_cli_rejects_bf16_with_onnxruntime_in_one_line(checkpoint: Path, capsys) -> None:
     from modeling_detr_custom.apps.cli.predict import main
 

@@ -38,6 +38,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "FoundImages",
     "ObjectDetector",
+    "store_matmul_weights_in",
     "PredictArguments",
     "find_images",
     "predict_files",
@@ -90,6 +91,20 @@ def find_images(inputs: Sequence[str]) -> FoundImages:
     return FoundImages(list(dict.fromkeys(paths)), problems)
 
 
+def store_matmul_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Keep the weights of the plain linear and convolution layers in autocast's `dtype`, in place.
+
+    Autocast computes these layers in `dtype` anyway, but casts their fp32 weights at every call (its cast cache does
+    not work under `inference_mode`): storing them cast gives the same numbers without that copy (measured ~15% of
+    a bf16 DETR-R50 call). The backbone's folded convolutions keep their own cached cast; normalisation layers and
+    embeddings stay fp32. For inference only: the model is no longer meant to be trained in fp32.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) or type(module) is torch.nn.Conv2d:
+            module.to(dtype)
+    return model
+
+
 class ObjectDetector:
     """A model and its image processor on a device: images in, detections out.
 
@@ -117,6 +132,8 @@ class ObjectDetector:
             raise ValueError("--dtype bf16 applies to the torch backend only; the ONNX model runs in its own dtype.")
         self.device = _check_device(device)
         self.model = model.to(self.device).eval()
+        if dtype == "bf16" and onnx_session is None:
+            store_matmul_weights_in(self.model, torch.bfloat16)
         self.processor = processor
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
         self.dtype = dtype
