@@ -5,8 +5,9 @@
     evaluator = CocoEvaluator(split.coco, split.mapping)   # modeling_detr_custom.evaluation
 
 Modules: `records` (the record format and the bad-data policy), `images` (opening images), `categories`
-(category ids <-> contiguous labels), `coco` and `hf_datasets` (the sources), `synthetic` (the generator),
-`collate`, and `dataset` (`load_detection_split`, tying them together).
+(category ids <-> contiguous labels), the sources (one loader per format: `coco`, `roboflow`, `yolo`, `voc`,
+`hf_datasets`; `formats` finds which layout a folder has), `synthetic` (the generator), `collate`, and `dataset`
+(`load_detection_split`, tying them together).
 
 Names are imported on first access, so `python -m modeling_detr_custom.data.synthetic` does not import the
 whole data stack first.

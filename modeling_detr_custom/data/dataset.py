@@ -1,8 +1,8 @@
 """One entry point for every data source: `load_detection_split` -> `DetectionSplit`.
 
-Sources: a COCO folder (`annotations/instances_<split>.json` + `<split>/`), anything `datasets` opens in the
-object-detection schema (see `hf_datasets`), or `synthetic[:key=value,...]` (generated on first use into
-`$DETR_CUSTOM_CACHE`, default `~/.cache/detr_custom`). Whatever the source, the split becomes validated
+Sources: a folder in one of the layouts of `formats` (COCO, Roboflow COCO export, YOLO, Pascal VOC), anything
+`datasets` opens in the object-detection schema (see `hf_datasets`), or `synthetic[:key=value,...]` (generated on
+first use into `$DETR_CUSTOM_CACHE`, default `~/.cache/detr_custom`). Whatever the source, the split becomes validated
 records, a `datasets.Dataset` with an image column (decoded lazily by `with_transform`), the in-memory
 `pycocotools` ground truth (the data set's own category ids), and the category mapping.
 """
@@ -23,8 +23,9 @@ from pycocotools.coco import COCO
 from image_processing import DetrCustomImageProcessor
 from image_processing.sizes import DEFAULT_LONGEST_EDGE, DEFAULT_SHORTEST_EDGE
 from modeling_detr_custom.data.categories import CategoryMapping
-from modeling_detr_custom.data.coco import build_coco_gt, is_coco_folder, read_coco_split
+from modeling_detr_custom.data.coco import build_coco_gt
 from modeling_detr_custom.data.collate import DetectionCollator
+from modeling_detr_custom.data.formats import FOLDER_FORMATS, FolderFormat, detect_folder_format
 from modeling_detr_custom.data.hf_datasets import load_hf_split, read_hf_split
 from modeling_detr_custom.data.images import ImageSource, check_images, open_image
 from modeling_detr_custom.data.records import DataReport, ImageRecord, validate_records
@@ -122,7 +123,8 @@ def load_detection_split(
     """Loads, validates and wraps one split of a detection data set.
 
     Args:
-        source: A COCO folder, a `datasets` folder or Hub name, or `synthetic[:num_train=..,num_val=..,
+        source: A COCO, Roboflow COCO, YOLO or Pascal VOC folder (`formats`), a `datasets` folder or Hub name, or
+            `synthetic[:num_train=..,num_val=..,
             image_size=..,seed=..,max_objects=..]`.
         split: Split name (`train`, `val`, `train2017`, ...; `val` and `validation` stand for each other in
             `datasets` sources).
@@ -187,9 +189,13 @@ def _read_source(
     """Records, their image sources, categories, default image size and (for `datasets`) the image rows."""
     if source == "synthetic" or source.startswith("synthetic:"):
         spec = SyntheticSpec.from_source(source)
-        return _read_coco(ensure_synthetic_dataset(spec), split, mapping, report)
-    if Path(source).is_dir() and is_coco_folder(source):
-        return _read_coco(Path(source), split, mapping, report)
+        return _read_folder(FOLDER_FORMATS[0], ensure_synthetic_dataset(spec), split, mapping, report)
+    if Path(source).is_dir():
+        folder_format = detect_folder_format(source)  # raises, listing the layouts, when none matches
+        if folder_format is not None:
+            return _read_folder(folder_format, Path(source), split, mapping, report)
+    elif Path(source).exists():
+        raise ValueError(f"--data {source} is a file; give the data set's folder (or a Hub name, or 'synthetic').")
     description = f"{source} [{split}]"
     hf_split = load_hf_split(source, split)
     records, mapping = read_hf_split(hf_split, description, mapping)
@@ -198,10 +204,10 @@ def _read_source(
     return records, sources, mapping, DEFAULT_SHORTEST_EDGE, rows
 
 
-def _read_coco(
-    root: Path, split: str, mapping: CategoryMapping | None, report: DataReport
+def _read_folder(
+    folder_format: FolderFormat, root: Path, split: str, mapping: CategoryMapping | None, report: DataReport
 ) -> tuple[list[ImageRecord], list[str], CategoryMapping, int, None]:
-    records, file_mapping, info = read_coco_split(root, split, report)
+    records, file_mapping, info = folder_format.read_split(root, split, report)
     # Our synthetic data set says its image size; real data gets DETR's 800.
     default_size = (
         int(info.get("image_size", DEFAULT_SHORTEST_EDGE)) if "generator_version" in info else DEFAULT_SHORTEST_EDGE
