@@ -161,5 +161,16 @@ def test_train_and_evaluate_scripts_read_each_format(folders: dict[str, Path], t
     config = json.loads((output / "last" / "config.json").read_text())
     assert sorted(config["id2label"].values()) == ["ellipse", "rectangle", "triangle"]
     metrics = tmp_path / "metrics.json"
-    assert evaluate_main(["--model", str(output / "last"), "--data", str(folders[name]), "--output", str(metrics)]) == 0
-    assert 0.0 <= json.loads(metrics.read_text())["AP"] <= 1.0
+    evaluate = ["--model", str(output / "last"), "--data", str(folders[name]), "--output", str(metrics)]
+    plots = tmp_path / "plots"
+    assert evaluate_main(evaluate + ["--plots", str(plots), "--score_threshold", "0.05"]) == 0
+    saved = json.loads(metrics.read_text())
+    assert 0.0 <= saved["AP"] <= 1.0 and saved["APl"] is None  # 64 px images: no large objects, null not -1
+    assert set(saved["per_class"]) == {"rectangle", "ellipse", "triangle"}
+    at_threshold = saved["at_score_threshold"]
+    assert at_threshold["score_threshold"] == 0.05 and {"precision", "recall", "f1"} <= set(at_threshold)
+    matrix = at_threshold["confusion_matrix"]["matrix"]
+    objects = sum(len(r["annotations"]) for r in load_detection_split(str(folders[name]), "val").raw.to_list())
+    assert sum(map(sum, matrix[:-1])) == objects  # every object is in exactly one cell of its row
+    names = sorted(p.name for p in plots.iterdir())
+    assert names == ["confusion_matrix.png", "pr_curve_ellipse.png", "pr_curve_rectangle.png", "pr_curve_triangle.png"]
