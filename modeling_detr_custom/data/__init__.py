@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         DetectionSplit,
         DetectionTransform,
         default_processor,
+        list_splits,
         load_detection_split,
     )
     from modeling_detr_custom.data.images import open_image
@@ -41,6 +42,7 @@ _EXPORTS = {
     "SyntheticSpec": "synthetic",
     "build_coco_gt": "coco",
     "default_processor": "dataset",
+    "list_splits": "dataset",
     "ensure_synthetic_dataset": "synthetic",
     "load_detection_split": "dataset",
     "open_image": "images",
@@ -57,6 +59,7 @@ __all__ = [
     "build_coco_gt",
     "default_processor",
     "ensure_synthetic_dataset",
+    "list_splits",
     "load_detection_split",
     "open_image",
     "write_synthetic_dataset",

@@ -35,6 +35,7 @@ __all__ = [
     "DetectionSplit",
     "DetectionTransform",
     "default_processor",
+    "list_splits",
     "load_detection_split",
     "scaled_detr_train_transform",
 ]
@@ -175,6 +176,21 @@ def load_detection_split(
         source=source,
         split=split,
     )
+
+
+def list_splits(source: str) -> list[str]:
+    """The split names a source has (a folder's, a `datasets` source's keys, `train` and `val` for synthetic)."""
+    if source == "synthetic" or source.startswith("synthetic:"):
+        return ["train", "val"]
+    if Path(source).is_dir():
+        folder_format = detect_folder_format(source)
+        if folder_format is not None:
+            return folder_format.splits(Path(source))
+        if (Path(source) / "state.json").is_file():
+            return ["train"]  # a single saved Dataset: the same rows whatever split is asked for
+        return sorted(datasets.load_from_disk(source) if (Path(source) / "dataset_dict.json").is_file()
+                      else datasets.load_dataset(source))  # fmt: skip
+    return sorted(datasets.load_dataset(source))
 
 
 def default_processor(shortest_edge: int = DEFAULT_SHORTEST_EDGE) -> Any:

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["plot_confusion_matrix", "plot_pr_curves", "safe_file_name"]
+__all__ = ["plot_confusion_matrix", "plot_pr_curves", "pyplot", "safe_file_name"]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """`matplotlib.pyplot` on the Agg backend, or an ImportError saying which extra installs it."""
     try:
         import matplotlib
     except ImportError as error:
@@ -42,7 +43,7 @@ def plot_pr_curves(coco_eval: COCOeval, folder: str | Path, at_threshold: dict[s
     Returns:
         The written files, in class order.
     """
-    plt = _pyplot()
+    plt = pyplot()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     params = coco_eval.params
@@ -81,7 +82,7 @@ def plot_pr_curves(coco_eval: COCOeval, folder: str | Path, at_threshold: dict[s
 def plot_confusion_matrix(confusion: dict[str, Any], path: str | Path, title: str = "") -> Path:
     """Writes the confusion matrix (`threshold_metrics`' `confusion_matrix`) as a PNG: rows = true class,
     columns = predicted class, each with "background"; cells show counts, colour = share of the row."""
-    plt = _pyplot()
+    plt = pyplot()
     labels, matrix = confusion["labels"], np.asarray(confusion["matrix"], dtype=np.int64)
     rows = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
