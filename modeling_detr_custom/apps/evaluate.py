@@ -29,7 +29,10 @@ class EvaluateArguments:
     model: str = field(metadata={"help": "Checkpoint folder or Hub id (config.json, model.safetensors, ...)."})
     data: str = field(
         default="synthetic",
-        metadata={"help": "COCO folder, `datasets` folder or Hub name, or 'synthetic' (as for training)."},
+        metadata={
+            "help": "The data set, as for training: a COCO, Roboflow COCO, YOLO or Pascal VOC folder, a `datasets` "
+            "folder or Hub name, or 'synthetic'."
+        },
     )
     split: str = field(default="val", metadata={"help": "Split to evaluate."})
     output: str | None = field(

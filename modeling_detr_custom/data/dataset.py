@@ -9,6 +9,7 @@ records, a `datasets.Dataset` with an image column (decoded lazily by `with_tran
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pycocotools.coco import COCO
 
 from image_processing import DetrCustomImageProcessor
 from image_processing.sizes import DEFAULT_LONGEST_EDGE, DEFAULT_SHORTEST_EDGE
+from modeling_detr_custom.data.albumentations_adapter import AlbumentationsTransform, is_albumentations_compose
 from modeling_detr_custom.data.categories import CategoryMapping
 from modeling_detr_custom.data.coco import build_coco_gt
 from modeling_detr_custom.data.collate import DetectionCollator
@@ -38,6 +40,7 @@ __all__ = [
     "list_splits",
     "load_detection_split",
     "scaled_detr_train_transform",
+    "scaled_light_train_transform",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,11 +118,12 @@ def load_detection_split(
     processor: Any = None,
     image_size: int | None = None,
     train: bool = False,
-    augment: bool | Augmentation | None = None,
+    augment: bool | str | Augmentation | Any | None = None,
     mapping: CategoryMapping | None = None,
     on_error: str = "raise",
     verify_images: bool | None = None,
     seed: int = 0,
+    hflip: bool = True,
 ) -> DetectionSplit:
     """Loads, validates and wraps one split of a detection data set.
 
@@ -132,8 +136,11 @@ def load_detection_split(
         processor: Image processor; default `default_processor(image_size or the data set's default)`.
         image_size: Shortest edge of the default processor: 800 for real data, the image size for synthetic data.
         train: Training split: augmentation on by default.
-        augment: `True` for DETR's training augmentation scaled to the processor's size, `False` for none, or
-            a callable `transform(image, annotations, generator)`. Default: `train`.
+        augment: `"detr"` (or `True`) for DETR's training augmentation scaled to the processor's size (flip,
+            multi-scale resize, random crop), `"light"` for flip and a mild multi-scale resize without crops,
+            `"none"` (or `False`) for none; or your own: a callable `transform(image, annotations, generator)` or
+            `transform(image, annotations)` on a PIL image and COCO annotations (`image_processing.augmentation`),
+            or an albumentations `Compose` with `bbox_params` (`albumentations_adapter`). Default: `train`.
         mapping: Categories to use (pass the training split's mapping for the evaluation split); default: the
             data set's own.
         on_error: `"raise"` (stop at the first bad image or annotation, naming the file and annotation id) or
@@ -141,6 +148,7 @@ def load_detection_split(
         verify_images: Fully decode every image up front to catch truncated files. Default: only when skipping
             (otherwise a truncated file raises when it is first read).
         seed: Seed of the augmentation; an image's augmentation depends only on (seed, epoch, image id).
+        hflip: False leaves the horizontal flip out of `"detr"` and `"light"` (orientation-sensitive data).
 
     Raises:
         ValueError: Bad data (with `on_error="raise"`), unknown options or a missing split.
@@ -154,7 +162,7 @@ def load_detection_split(
     valid = validate_records([records[i] for i in kept], mapping, report)
     raw = _records_dataset(records, kept, valid, rows)
     processor = processor if processor is not None else default_processor(image_size or default_size)
-    transform = DetectionTransform(processor, mapping, _resolve_augment(augment, train, processor), seed=seed)
+    transform = DetectionTransform(processor, mapping, _resolve_augment(augment, train, processor, hflip), seed=seed)
     num_objects = sum(len(r["annotations"]) for r in valid)
     logger.info(
         "Loaded %s [%s]: %d images, %d objects, %d categories.",
@@ -294,21 +302,66 @@ def _records_dataset(
     return joined if len(kept) == len(records) else joined.select(kept)
 
 
-def _resolve_augment(augment: bool | Augmentation | None, train: bool, processor: Any) -> Augmentation | None:
+AUGMENTATIONS = ("detr", "light", "none")
+
+
+def _resolve_augment(augment: Any, train: bool, processor: Any, hflip: bool = True) -> Augmentation | None:
     if augment is None:
         augment = train
-    if augment is False:
-        return None
-    if augment is True:
-        return scaled_detr_train_transform(_shortest_edge(processor))
+    if isinstance(augment, bool):
+        augment = "detr" if augment else "none"
+    if isinstance(augment, str):
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}.")
+        if augment == "none":
+            return None
+        make = scaled_detr_train_transform if augment == "detr" else scaled_light_train_transform
+        return make(_shortest_edge(processor), hflip=hflip)
+    if is_albumentations_compose(augment):
+        return AlbumentationsTransform(augment)
     if not callable(augment):
         raise TypeError(
-            f"augment must be a bool or a callable transform(image, annotations, generator); got {augment!r}."
+            "augment must be 'detr', 'light', 'none', a bool, a callable transform(image, annotations[, generator]) "
+            f"or an albumentations Compose; got {augment!r}."
         )
-    return augment
+    return augment if _takes_generator(augment) else _WithoutGenerator(augment)
 
 
-def scaled_detr_train_transform(shortest_edge: int) -> Augmentation:
+def _takes_generator(function: Any) -> bool:
+    """Whether `function` accepts a third positional argument (the generator)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # builtins and some C callables: assume this package's protocol
+        return True
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3
+
+
+class _WithoutGenerator:
+    """A user's `transform(image, annotations)` called as `transform(image, annotations, generator)` (picklable).
+
+    Its randomness is its own (e.g. Python's `random`), so it is not reproduced by a resumed run."""
+
+    def __init__(self, function: Callable[[Image.Image, dict[str, Any]], tuple[Image.Image, dict[str, Any]]]) -> None:
+        self.function = function
+
+    def __call__(self, image: Image.Image, annotations: dict[str, Any], generator: Any = None) -> Any:
+        return self.function(image, annotations)
+
+
+def scaled_light_train_transform(shortest_edge: int, hflip: bool = True) -> Augmentation:
+    """The "light" augmentation (flip, resize to one of the top of DETR's scales, no crop) scaled by
+    `shortest_edge / 800`, as `scaled_detr_train_transform` scales the original recipe."""
+    from image_processing.augmentation import DEFAULT_MAX_SIZE, LIGHT_SCALES, make_light_train_transform
+
+    factor = shortest_edge / DEFAULT_SHORTEST_EDGE
+    scales = tuple(sorted({max(round(size * factor), 1) for size in LIGHT_SCALES}))
+    return make_light_train_transform(scales=scales, max_size=round(DEFAULT_MAX_SIZE * factor), hflip=hflip)
+
+
+def scaled_detr_train_transform(shortest_edge: int, hflip: bool = True) -> Augmentation:
     """The original DETR augmentation with every size scaled by `shortest_edge / 800`.
 
     At 800 this is the original recipe (scales 480..800, longest edge 1333, crops); at 128 (the synthetic data)
@@ -333,6 +386,7 @@ def scaled_detr_train_transform(shortest_edge: int) -> Augmentation:
         max_size=round(DEFAULT_MAX_SIZE * factor),
         crop_scales=scaled(DEFAULT_CROP_SCALES),
         crop_range=scaled(DEFAULT_CROP_RANGE),
+        hflip=hflip,
     )
 
 

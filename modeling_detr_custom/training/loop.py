@@ -179,7 +179,9 @@ def _setup(args: DetrTrainingArguments) -> _Run:
 
 def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, DetectionSplit]:
     common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed}
-    train_split = load_detection_split(args.data, args.train_split, train=True, augment=not args.no_augment, **common)
+    train_split = load_detection_split(
+        args.data, args.train_split, train=True, augment=args.augment, hflip=not args.no_hflip, **common
+    )
     eval_split = load_detection_split(args.data, args.eval_split, train=False, mapping=train_split.mapping, **common)
     for option, split in (("--train_split", train_split), ("--eval_split", eval_split)):
         if len(split.dataset) == 0:

@@ -410,7 +410,7 @@ def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tu
     with args.main_process_first(desc="loading the data"):  # the synthetic data set is generated once
         train_split = load_detection_split(
             data_args.data, data_args.train_split, image_size=data_args.image_size, train=True,
-            augment=not data_args.no_augment, on_error=data_args.on_bad_data, seed=args.seed,
+            augment=data_args.augment, hflip=not data_args.no_hflip, on_error=data_args.on_bad_data, seed=args.seed,
         )  # fmt: skip
         eval_split = load_detection_split(
             data_args.data, data_args.eval_split, processor=train_split.processor, mapping=train_split.mapping,
