@@ -150,14 +150,30 @@ def test_missing_splits_list_the_ones_there_are(folders: dict[str, Path]) -> Non
         load_detection_split(str(folders["yolo"]), "test")
 
 
+def _assert_per_class_logged_and_minus_one_left_out(log_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for event_file in log_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(event_file))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    for name in ("rectangle", "ellipse", "triangle"):
+        assert {f"eval/per_class/{name}/{metric}" for metric in ("AP", "AP50", "AR100")} <= tags, tags
+    assert "eval/AP" in tags and "eval/APl" not in tags  # 64 px images: pycocotools' -1, not logged
+
+
 @pytest.mark.parametrize("name", ["roboflow", "yolo", "voc"])
 def test_train_and_evaluate_scripts_read_each_format(folders: dict[str, Path], tmp_path: Path, name: str) -> None:
     model = tmp_path / "tiny.json"
     model.write_text(json.dumps(TINY_FROM_SCRATCH_CONFIG))
     output = tmp_path / "run"
+    report_to = "tensorboard" if name == "yolo" else "none"
     argv = ["--data", str(folders[name]), "--model", str(model), "--output_dir", str(output), "--max_steps", "2",
-            "--image_size", "64", "--report_to", "none", "--per_device_train_batch_size", "2"]  # fmt: skip
+            "--image_size", "64", "--report_to", report_to, "--per_device_train_batch_size", "2"]  # fmt: skip
     assert train_main(argv) == 0
+    if report_to == "tensorboard":
+        _assert_per_class_logged_and_minus_one_left_out(output / "runs")
     config = json.loads((output / "last" / "config.json").read_text())
     assert sorted(config["id2label"].values()) == ["ellipse", "rectangle", "triangle"]
     metrics = tmp_path / "metrics.json"
