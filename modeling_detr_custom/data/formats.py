@@ -51,14 +51,18 @@ _DATASETS_LAYOUT = (
     "`datasets`: a DatasetDict.save_to_disk folder (dataset_dict.json), or an imagefolder with metadata.jsonl "
     "(columns image, objects{bbox, category})"
 )
-_DATASETS_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet", "*.parquet", "*.arrow")
+_DATASETS_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet", "*.parquet", "*.arrow", "*.jsonl", "*.csv")
 
 
 def is_datasets_folder(path: str | Path) -> bool:
-    """True for a `save_to_disk` folder or a folder holding files `datasets.load_dataset` reads (metadata files,
-    parquet, arrow), at its top or one level down."""
+    """True for a `save_to_disk` folder, a folder whose README.md declares `configs:` (a Hub data set's card), or
+    one holding files `datasets.load_dataset` reads (metadata files, parquet, arrow, jsonl, csv), at its top or one
+    level down."""
     path = Path(path)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return True
+    card = path / "README.md"
+    if card.is_file() and "\nconfigs:" in card.read_text(encoding="utf-8", errors="replace").split("\n---", 1)[0]:
         return True
     return any(any(path.glob(pattern)) or any(path.glob(f"*/{pattern}")) for pattern in _DATASETS_FILES)
 
