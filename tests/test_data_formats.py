@@ -164,7 +164,9 @@ def _assert_per_class_logged_and_minus_one_left_out(log_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["roboflow", "yolo", "voc"])
-def test_train_and_evaluate_scripts_read_each_format(folders: dict[str, Path], tmp_path: Path, name: str) -> None:
+def test_train_and_evaluate_scripts_read_each_format(
+    folders: dict[str, Path], tmp_path: Path, name: str, capsys: pytest.CaptureFixture
+) -> None:
     model = tmp_path / "tiny.json"
     model.write_text(json.dumps(TINY_FROM_SCRATCH_CONFIG))
     output = tmp_path / "run"
@@ -172,6 +174,9 @@ def test_train_and_evaluate_scripts_read_each_format(folders: dict[str, Path], t
     argv = ["--data", str(folders[name]), "--model", str(model), "--output_dir", str(output), "--max_steps", "2",
             "--image_size", "64", "--report_to", report_to, "--per_device_train_batch_size", "2"]  # fmt: skip
     assert train_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "AR100" in printed and "objects" in printed  # the COCO table, then the per-class table
+    assert all(any(line.startswith(f"{c} ") for line in printed.splitlines()) for c in ("rectangle", "triangle"))
     if report_to == "tensorboard":
         _assert_per_class_logged_and_minus_one_left_out(output / "runs")
     config = json.loads((output / "last" / "config.json").read_text())

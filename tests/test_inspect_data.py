@@ -51,6 +51,8 @@ def test_inspect_data_counts_lists_every_problem_and_draws(broken_yolo: tuple[Pa
     assert f"{label}:" in problems[0] and "class '9'" in problems[0]
     assert f"{label}:" in problems[1] and "not positive" in problems[1]
     assert "000004.png" in problems[2] and "Cannot read image" in problems[2]
+    unreadable_objects = len((root / "labels" / "train" / "000004.txt").read_text().split()) // 5
+    assert train["skipped_images"] == 1 and train["skipped_annotations"] == 2 + unreadable_objects > 2
     for problem in problems:
         assert problem in printed
     assert "3 problem(s) in train" in printed and "rectangle" in printed

@@ -87,14 +87,17 @@ def read_yolo_split(
         if not label_path.is_file():
             missing_labels += 1
             continue
+        lines = [(number, line) for number, line in enumerate(label_path.read_text(encoding="utf-8").splitlines(), 1)
+                 if line.strip()]  # fmt: skip
         try:
             width, height = image_size(image_path)
         except ValueError:
-            continue  # the image is reported (and skipped or raised) by the image check that follows
+            # The image check that follows reports the image (and skips or raises); its objects are counted there.
+            record["annotations"] = [{"id": annotation_id + i, "bbox": None} for i in range(1, len(lines) + 1)]
+            annotation_id += len(lines)
+            continue
         record["width"], record["height"] = width, height
-        for line_number, line in enumerate(label_path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
+        for line_number, line in lines:
             try:
                 bbox, class_index = _parse_line(line, width, height, mapping)
             except ValueError as error:
