@@ -142,7 +142,8 @@ def plot_box_sizes(loaded: dict[str, DetectionSplit], path: Path) -> Path:
     right.set(xlabel="sqrt(box area / image area)", ylabel="boxes", title="Box sizes relative to their image")
     for axes in (left, right):
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=9)
+    left.legend(fontsize=9, loc="upper left", bbox_to_anchor=(0.0, 0.9))  # below the size limits' labels
+    right.legend(fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
