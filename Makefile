@@ -1,5 +1,6 @@
 # Two entry points that work on a fresh machine with only Python 3.11:
-#   make test   -> create/reuse .venv, install the package with dev and deploy extras, run ruff and pytest
+#   make test   -> create/reuse .venv, install the package with the dev, deploy, plots and augment extras, run ruff
+#                  and pytest
 #   make demo   -> create/reuse .venv, train the small default config on synthetic data, evaluate, predict
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	# torch and torchvision first: pinned to the wheels this machine carries, ranges in setup.cfg allow newer
 	$(PY) -m pip install -q "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
-	$(PY) -m pip install -q -e ".[dev,deploy]"
+	$(PY) -m pip install -q -e ".[dev,deploy,plots,augment]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

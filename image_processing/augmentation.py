@@ -39,7 +39,9 @@ __all__ = [
     "Transform",
     "crop",
     "hflip",
+    "LIGHT_SCALES",
     "make_detr_train_transform",
+    "make_light_train_transform",
     "resize",
 ]
 
@@ -49,6 +51,7 @@ DEFAULT_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 DEFAULT_MAX_SIZE = DEFAULT_LONGEST_EDGE
 DEFAULT_CROP_SCALES = (400, 500, 600)
 DEFAULT_CROP_RANGE = (384, 600)
+LIGHT_SCALES = (704, 736, 768, 800)  # the top of DETR's scales: at most 12% smaller than evaluation
 _UNTRANSFORMED_KEYS = ("segmentation", "keypoints", "num_keypoints")
 
 
@@ -279,6 +282,7 @@ def make_detr_train_transform(
     max_size: int | None = DEFAULT_MAX_SIZE,
     crop_scales: Sequence[int] = DEFAULT_CROP_SCALES,
     crop_range: tuple[int, int] = DEFAULT_CROP_RANGE,
+    hflip: bool = True,
 ) -> Compose:
     """The original DETR training augmentation, with its scales as parameters.
 
@@ -286,13 +290,14 @@ def make_detr_train_transform(
     otherwise resize to one of `crop_scales`, crop a window with sides in `crop_range`, and resize to one of
     `scales`. The defaults are the original's (480..800 step 32, 1333; 400/500/600; 384..600). For small images,
     e.g. 128-256 px synthetic data: `scales=(128, 160, 192, 224, 256), max_size=400, crop_scales=(128, 160, 192),
-    crop_range=(96, 160)`.
+    crop_range=(96, 160)`. `hflip=False` leaves out the flip (orientation-sensitive data: text, arrows, left/right
+    classes).
     """
     if len(crop_range) != 2:
         raise ValueError(f"`crop_range` must be (min_size, max_size); got {crop_range!r}.")
     return Compose(
-        [
-            RandomHorizontalFlip(0.5),
+        ([RandomHorizontalFlip(0.5)] if hflip else [])
+        + [
             RandomSelect(
                 RandomResize(scales, max_size=max_size),
                 Compose(
@@ -305,3 +310,12 @@ def make_detr_train_transform(
             ),
         ]
     )
+
+
+def make_light_train_transform(
+    scales: Sequence[int] = LIGHT_SCALES, max_size: int | None = DEFAULT_MAX_SIZE, hflip: bool = True
+) -> Compose:
+    """A milder augmentation for small data sets or fine-tuning: flip with p=0.5 (unless `hflip=False`) and a
+    resize of the shortest edge to one of `scales` (the top of DETR's range, longest edge at most `max_size`); no
+    crop, so no object is ever cut."""
+    return Compose(([RandomHorizontalFlip(0.5)] if hflip else []) + [RandomResize(scales, max_size=max_size)])

@@ -32,6 +32,7 @@ __all__ = [
     "make_tiny_config",
     "rewrite_weights",
     "run_isolated_python",
+    "scalar_metrics",
 ]
 
 _BLOCK_THE_PACKAGES = """
@@ -39,6 +40,14 @@ import sys
 for _package in ("modeling_detr_custom", "image_processing"):
     sys.modules[_package] = None  # importing the package now raises ImportError, as where it is not installed
 """
+
+
+def scalar_metrics(metrics: dict) -> dict[str, float]:
+    """The COCO and per-class numbers of a metrics dict or JSON file as flat scalars (`per_class/<name>/AP`), for
+    `pytest.approx` (which does not compare nested dicts); the threshold diagnostics of `evaluate.py` left out."""
+    from modeling_detr_custom.evaluation.coco_evaluator import metrics_for_trackers
+
+    return metrics_for_trackers({key: value for key, value in metrics.items() if key != "at_score_threshold"})
 
 
 def rewrite_weights(folder: Path, edit: Callable[[dict[str, torch.Tensor]], object]) -> None:

@@ -402,8 +402,10 @@ def test_custom_augmentation_callable_and_no_augmentation(tmp_path: Path) -> Non
     assert torch.equal(flipped_item["pixel_values"], plain_item["pixel_values"].flip(-1))
     cx = plain_item["labels"]["boxes"][:, 0]
     torch.testing.assert_close(flipped_item["labels"]["boxes"][:, 0], 1 - cx)
-    with pytest.raises(TypeError, match="augment"):
+    with pytest.raises(ValueError, match="augment must be one of detr, light, none"):  # names are strings now
         load_detection_split(str(folder), "train", augment="yes")
+    with pytest.raises(TypeError, match="augment"):
+        load_detection_split(str(folder), "train", augment=42)
 
 
 def test_duplicate_image_ids_in_a_datasets_source_are_an_error(tmp_path: Path) -> None:

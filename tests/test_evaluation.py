@@ -75,7 +75,7 @@ def _evaluate(coco_gt, predictions: list[dict]) -> dict[str, float]:
 
 def test_perfect_predictions_give_ap_1(coco_gt) -> None:
     metrics = _evaluate(coco_gt, _predictions())
-    assert set(metrics) == set(METRIC_NAMES)
+    assert set(metrics) == {*METRIC_NAMES, "per_class"}
     for name in ("AP", "AP50", "AP75", "AR10", "AR100"):
         assert metrics[name] == pytest.approx(1.0), name
 
@@ -167,3 +167,146 @@ def test_metrics_table_lists_every_metric() -> None:
     lines = table.splitlines()
     assert len(lines) == 2 + len(METRIC_NAMES)
     assert lines[2].split()[:2] == ["AP", "0.5000"] and "n/a" in table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Diagnostics: per-class metrics, -1 as null, precision/recall/F1 and the confusion matrix at a score threshold
+# ---------------------------------------------------------------------------------------------------------------
+
+WITH_EMPTY_CLASS = CategoryMapping([3, 10, 42], ["circle", "square", "hexagon"])  # no object is a hexagon
+
+
+def _imperfect_predictions() -> list[dict]:
+    """Shifted boxes, some wrong labels, random scores and extra boxes: every per-class number strictly between 0
+    and 1 and different between classes."""
+    generator = torch.Generator().manual_seed(0)
+    predictions = []
+    for prediction in _predictions(shift=0.15):
+        count = len(prediction["labels"]) + 3
+        extra = torch.rand(3, 2, generator=generator) * 60
+        predictions.append(
+            {
+                "image_id": prediction["image_id"],
+                "scores": torch.rand(count, generator=generator),
+                "labels": torch.cat([prediction["labels"], torch.randint(0, 3, (3,), generator=generator)]),
+                "boxes": torch.cat([prediction["boxes"], torch.cat([extra, extra + 25], dim=1)]),
+            }
+        )
+    predictions[0]["labels"][0] = 1  # a circle called a square
+    return predictions
+
+
+def test_per_class_metrics_equal_pycocotools_run_on_each_class_alone() -> None:
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    gt = build_coco_gt(_records(), WITH_EMPTY_CLASS)
+    evaluator = CocoEvaluator(gt, WITH_EMPTY_CLASS)
+    evaluator.update(_imperfect_predictions())
+    per_class = evaluator.compute()["per_class"]
+    assert list(per_class) == ["circle", "square", "hexagon"]
+    coco_dt = evaluator._detections_as_coco()
+    for category_id, name in zip(WITH_EMPTY_CLASS.category_ids, WITH_EMPTY_CLASS.names):
+        alone = COCOeval(gt, coco_dt, iouType="bbox")
+        alone.params.catIds = [category_id]
+        with contextlib.redirect_stdout(io.StringIO()):
+            alone.evaluate()
+            alone.accumulate()
+            alone.summarize()
+        own = {"AP": alone.stats[0], "AP50": alone.stats[1], "AR100": alone.stats[8]}
+        assert {k: per_class[name][k] for k in own} == own, name  # equal, not approximately
+    assert 0 < per_class["circle"]["AP"] < 1 and per_class["circle"]["AP"] != per_class["square"]["AP"]
+    assert per_class["circle"]["num_objects"] == 3 and per_class["square"]["num_objects"] == 3
+    assert per_class["hexagon"] == {"AP": -1.0, "AP50": -1.0, "AR100": -1.0, "num_objects": 0}
+
+
+def test_minus_one_is_null_in_json_and_absent_from_trackers() -> None:
+    import json
+
+    from modeling_detr_custom.evaluation.coco_evaluator import metrics_for_json, metrics_for_trackers
+
+    gt = build_coco_gt(_records(), WITH_EMPTY_CLASS)
+    evaluator = CocoEvaluator(gt, WITH_EMPTY_CLASS)
+    evaluator.update(_imperfect_predictions())
+    metrics = evaluator.compute()
+    assert metrics["APl"] == -1.0  # no object above 96x96 px
+    saved = json.loads(json.dumps(metrics_for_json(metrics)))
+    assert saved["APl"] is None and saved["per_class"]["hexagon"]["AP"] is None
+    assert saved["per_class"]["circle"]["AP"] == metrics["per_class"]["circle"]["AP"]
+    logged = metrics_for_trackers(metrics, "eval/")
+    assert "eval/APl" not in logged and "eval/per_class/hexagon/AP" not in logged
+    assert logged["eval/per_class/square/AP50"] == metrics["per_class"]["square"]["AP50"]
+    assert logged["eval/AP"] == metrics["AP"] and all(v != -1 for v in logged.values())
+
+
+def test_metrics_table_has_a_row_per_class() -> None:
+    gt = build_coco_gt(_records(), WITH_EMPTY_CLASS)
+    evaluator = CocoEvaluator(gt, WITH_EMPTY_CLASS)
+    evaluator.update(_imperfect_predictions())
+    metrics = evaluator.compute()
+    lines = format_metrics_table(metrics).splitlines()
+    circle = next(line for line in lines if line.startswith("circle "))
+    assert circle.split() == ["circle", f"{metrics['per_class']['circle']['AP']:.4f}",
+                              f"{metrics['per_class']['circle']['AP50']:.4f}",
+                              f"{metrics['per_class']['circle']['AR100']:.4f}", "3"]  # fmt: skip
+    assert next(line for line in lines if line.startswith("hexagon ")).split() == ["hexagon", "n/a", "n/a", "n/a", "0"]
+
+
+def _scene_predictions() -> list[dict]:
+    """Image 1: circle found (0.9), the square called a circle (0.8), a false square on nothing (0.7), a square on
+    the circle below the threshold (0.3). Image 2: its square found (0.6). Image 3: nothing found (2 circles and a
+    square missed)."""
+    return [
+        {"image_id": 1, "scores": [0.9, 0.8, 0.7, 0.3], "labels": [0, 0, 1, 1],
+         "boxes": [[10, 10, 40, 30], [50, 30, 90, 70], [0, 60, 10, 70], [10, 10, 40, 30]]},
+        {"image_id": 2, "scores": [0.6], "labels": [1], "boxes": [[0, 0, 60, 50]]},
+        {"image_id": 3, "scores": [], "labels": [], "boxes": np.zeros((0, 4))},
+        {"image_id": 4, "scores": [], "labels": [], "boxes": np.zeros((0, 4))},
+    ]  # fmt: skip
+
+
+def test_precision_recall_f1_and_confusion_matrix_at_a_score_threshold() -> None:
+    from modeling_detr_custom.evaluation.threshold_metrics import threshold_metrics
+
+    evaluator = CocoEvaluator(build_coco_gt(_records(), MAPPING), MAPPING)
+    evaluator.update(_scene_predictions())
+    evaluator.compute()
+    result = threshold_metrics(evaluator.coco_eval, score_threshold=0.5)
+    # rows: true circle, square, background; columns: predicted circle, square, background
+    assert result["confusion_matrix"] == {
+        "labels": ["circle", "square", "background"],
+        "matrix": [[1, 0, 2], [1, 1, 1], [0, 1, 0]],
+    }
+    circle, square = result["per_class"]["circle"], result["per_class"]["square"]
+    assert (circle["tp"], circle["fp"], circle["fn"]) == (1, 1, 2)  # the square called a circle is a false circle
+    assert (square["tp"], square["fp"], square["fn"]) == (1, 1, 2)
+    assert circle["precision"] == 0.5 and circle["recall"] == pytest.approx(1 / 3)
+    assert circle["f1"] == pytest.approx(0.4)
+    assert (result["tp"], result["fp"], result["fn"]) == (2, 2, 4)
+    assert result["precision"] == 0.5 and result["recall"] == pytest.approx(1 / 3)
+    # a lower threshold lets the 0.3 square in: a false square on the (already found) circle
+    low = threshold_metrics(evaluator.coco_eval, score_threshold=0.2)
+    assert low["per_class"]["square"]["fp"] == 2 and low["confusion_matrix"]["matrix"][2] == [0, 2, 0]
+    with pytest.raises(ValueError, match="iou_threshold must be one of"):
+        threshold_metrics(evaluator.coco_eval, iou_threshold=0.42)
+
+
+def test_plots_are_written(tmp_path) -> None:
+    from PIL import Image
+
+    from modeling_detr_custom.evaluation.plots import plot_confusion_matrix, plot_pr_curves
+    from modeling_detr_custom.evaluation.threshold_metrics import threshold_metrics
+
+    evaluator = CocoEvaluator(build_coco_gt(_records(), WITH_EMPTY_CLASS), WITH_EMPTY_CLASS)
+    evaluator.update(_imperfect_predictions())
+    evaluator.compute()
+    at_threshold = threshold_metrics(evaluator.coco_eval)
+    curves = plot_pr_curves(evaluator.coco_eval, tmp_path, at_threshold)
+    assert [p.name for p in curves] == ["pr_curve_circle.png", "pr_curve_square.png", "pr_curve_hexagon.png"]
+    matrix = plot_confusion_matrix(at_threshold["confusion_matrix"], tmp_path / "confusion_matrix.png")
+    for path in [*curves, matrix]:
+        with Image.open(path) as image:
+            assert image.width >= 500 and image.height >= 400
+            assert len(set(image.convert("L").getdata())) > 10  # something was drawn

@@ -68,3 +68,51 @@ def _split(arguments: str) -> list[str]:
     import shlex
 
     return shlex.split(arguments)
+
+
+def _bash_commands(markdown: str) -> list[str]:
+    """The commands of the README's bash blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", markdown, flags=re.S)
+    return [line for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_every_option_the_readme_gives_a_data_command_exists() -> None:
+    from transformers import HfArgumentParser
+
+    from modeling_detr_custom.apps.evaluate import EvaluateArguments
+    from modeling_detr_custom.apps.inspect_data import InspectDataArguments
+    from modeling_detr_custom.training.arguments import DetrTrainingArguments
+
+    parsers = {
+        "scripts/train.py": DetrTrainingArguments,
+        "scripts/evaluate.py": EvaluateArguments,
+        "scripts/inspect_data.py": InspectDataArguments,
+    }
+    checked = 0
+    for command in _bash_commands((REPO / "README.md").read_text()):
+        for script, arguments in parsers.items():
+            if script in command:
+                known = {option for action in HfArgumentParser(arguments)._actions for option in action.option_strings}
+                for option in re.findall(r"(?<=\s)--[a-z_]+", command.split(script, 1)[1]):
+                    assert option in known, f"README: {command.strip()!r} gives {option}, unknown to {script}"
+                    checked += 1
+    assert checked > 20
+
+
+def test_the_albumentations_example_runs_as_written_on_a_yolo_folder(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("albumentations")
+    from modeling_detr_custom.data.synthetic import SyntheticSpec, write_synthetic_dataset
+    from tests.format_writers import write_yolo
+
+    coco = write_synthetic_dataset(tmp_path / "coco", SyntheticSpec(num_train=3, num_val=1, image_size=64, seed=0))
+    write_yolo(coco, tmp_path / "path" / "to" / "yolo-folder")
+    (example,) = [block for block in _python_blocks((REPO / "README.md").read_text()) if "albumentations" in block]
+    script = tmp_path / "example.py"
+    script.write_text(example + "\nprint(len(train), train.dataset[0]['labels']['boxes'].shape)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("3 torch.Size([")

@@ -44,6 +44,7 @@ def draw_detections(
     font_size: int | None = None,
     scale: float = 1.0,
     labels: bool = True,
+    empty_note: str = "no detections",
 ) -> Image.Image:
     """Draws each detection's box and a `"label 0.87"` tag in its class colour on a copy of `image`; an image
     without detections gets a "no detections" note in its top-left corner.
@@ -56,7 +57,9 @@ def draw_detections(
         font_size: Tag text size; default scales with the image (1/32 of its shortest side, at least 8).
         scale: Enlarge the image by this factor before drawing (boxes follow), so that tags on small images
             cover less of them; the output is `scale` times the size of `image`.
-        labels: Draw the `"label 0.87"` tags (False: boxes only).
+        labels: Draw the `"label 0.87"` tags (False: boxes only); a `score` of None (ground truth) tags the label
+            alone.
+        empty_note: What an image without detections says in its corner.
 
     Returns:
         A new RGB image; `image` is left untouched.
@@ -79,10 +82,11 @@ def draw_detections(
         colour = class_colour(_colour_key(detection, index))
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line_width)
         if labels:
-            tag = f"{detection['label']} {float(detection['score']):.2f}"
+            score = detection["score"]
+            tag = str(detection["label"]) if score is None else f"{detection['label']} {float(score):.2f}"
             _draw_tag(draw, tag, (x0, y0), colour, font, canvas.size)
     if not detections:
-        _draw_tag(draw, "no detections", (0, 0), (40, 40, 40), font, canvas.size)
+        _draw_tag(draw, empty_note, (0, 0), (40, 40, 40), font, canvas.size)
     return canvas
 
 

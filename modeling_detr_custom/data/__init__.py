@@ -5,8 +5,9 @@
     evaluator = CocoEvaluator(split.coco, split.mapping)   # modeling_detr_custom.evaluation
 
 Modules: `records` (the record format and the bad-data policy), `images` (opening images), `categories`
-(category ids <-> contiguous labels), `coco` and `hf_datasets` (the sources), `synthetic` (the generator),
-`collate`, and `dataset` (`load_detection_split`, tying them together).
+(category ids <-> contiguous labels), the sources (one loader per format: `coco`, `roboflow`, `yolo`, `voc`,
+`hf_datasets`; `formats` finds which layout a folder has), `synthetic` (the generator), `collate`, and `dataset`
+(`load_detection_split`, tying them together).
 
 Names are imported on first access, so `python -m modeling_detr_custom.data.synthetic` does not import the
 whole data stack first.
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         DetectionSplit,
         DetectionTransform,
         default_processor,
+        list_splits,
         load_detection_split,
     )
     from modeling_detr_custom.data.images import open_image
@@ -40,6 +42,7 @@ _EXPORTS = {
     "SyntheticSpec": "synthetic",
     "build_coco_gt": "coco",
     "default_processor": "dataset",
+    "list_splits": "dataset",
     "ensure_synthetic_dataset": "synthetic",
     "load_detection_split": "dataset",
     "open_image": "images",
@@ -56,6 +59,7 @@ __all__ = [
     "build_coco_gt",
     "default_processor",
     "ensure_synthetic_dataset",
+    "list_splits",
     "load_detection_split",
     "open_image",
     "write_synthetic_dataset",

@@ -13,7 +13,7 @@ import contextlib
 import io
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,24 @@ from pycocotools.coco import COCO
 from modeling_detr_custom.data.categories import CategoryMapping
 from modeling_detr_custom.data.records import DataReport, ImageRecord, check_integer_id
 
-__all__ = ["build_coco_gt", "coco_annotation_file", "is_coco_folder", "read_coco_split"]
+__all__ = [
+    "build_coco_gt",
+    "coco_annotation_file",
+    "coco_splits",
+    "is_coco_folder",
+    "read_coco_annotation_file",
+    "read_coco_split",
+]
 
 
 def is_coco_folder(path: str | Path) -> bool:
     """True if `path` is a folder with `annotations/instances_*.json`."""
     return any(Path(path).glob("annotations/instances_*.json"))
+
+
+def coco_splits(root: str | Path) -> list[str]:
+    """The splits of a COCO folder: the `<split>` of every `annotations/instances_<split>.json`, sorted."""
+    return sorted(p.stem.removeprefix("instances_") for p in Path(root).glob("annotations/instances_*.json"))
 
 
 def coco_annotation_file(root: str | Path, split: str) -> Path:
@@ -38,7 +50,7 @@ def coco_annotation_file(root: str | Path, split: str) -> Path:
     """
     path = Path(root) / "annotations" / f"instances_{split}.json"
     if not path.is_file():
-        available = sorted(p.stem.removeprefix("instances_") for p in Path(root).glob("annotations/instances_*.json"))
+        available = coco_splits(root)
         raise FileNotFoundError(
             f"No annotation file {path} for split {split!r}. Splits in {root}: {available or 'none'} "
             "(expected layout: annotations/instances_<split>.json and images under <split>/)."
@@ -63,20 +75,33 @@ def read_coco_split(
         ValueError: If the JSON lacks `images` or `categories`, repeats an image id, or (unless skipping)
             an annotation points at a missing image.
     """
-    annotation_file = coco_annotation_file(root, split)
+    return read_coco_annotation_file(coco_annotation_file(root, split), [Path(root) / split, Path(root)], report)
+
+
+def read_coco_annotation_file(
+    annotation_file: Path,
+    image_folders: Sequence[Path],
+    report: DataReport,
+    category_filter: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+) -> tuple[list[ImageRecord], CategoryMapping, dict[str, Any]]:
+    """Reads one COCO instances JSON into records; each image's `file_name` is looked up in `image_folders`, in
+    order (the first folder is used for messages when the file is in none of them).
+
+    Shared by COCO folders and Roboflow COCO exports (whose `category_filter` drops the export's placeholder
+    category). Returns and raises as `read_coco_split`.
+    """
     coco_json = _read_coco_json(annotation_file)
+    categories = coco_json["categories"] if category_filter is None else category_filter(coco_json["categories"])
     try:
-        mapping = CategoryMapping.from_coco_categories(coco_json["categories"])
+        mapping = CategoryMapping.from_coco_categories(categories)
     except (ValueError, KeyError) as error:
         raise ValueError(f"{annotation_file}: 'categories': {error}") from error
     annotations_by_image = _group_annotations(coco_json, annotation_file, report)
-    image_folder = Path(root) / split
     records: list[ImageRecord] = []
     for image in coco_json["images"]:
         image_id = image.get("id")
-        path = image_folder / str(image.get("file_name"))
-        if not path.exists() and (Path(root) / str(image.get("file_name"))).exists():
-            path = Path(root) / str(image.get("file_name"))  # file names that already include the split folder
+        name = str(image.get("file_name"))
+        path = next((folder / name for folder in image_folders if (folder / name).exists()), image_folders[0] / name)
         records.append(
             {
                 "image_id": image_id,

@@ -1,14 +1,15 @@
 """One entry point for every data source: `load_detection_split` -> `DetectionSplit`.
 
-Sources: a COCO folder (`annotations/instances_<split>.json` + `<split>/`), anything `datasets` opens in the
-object-detection schema (see `hf_datasets`), or `synthetic[:key=value,...]` (generated on first use into
-`$DETR_CUSTOM_CACHE`, default `~/.cache/detr_custom`). Whatever the source, the split becomes validated
+Sources: a folder in one of the layouts of `formats` (COCO, Roboflow COCO export, YOLO, Pascal VOC), anything
+`datasets` opens in the object-detection schema (see `hf_datasets`), or `synthetic[:key=value,...]` (generated on
+first use into `$DETR_CUSTOM_CACHE`, default `~/.cache/detr_custom`). Whatever the source, the split becomes validated
 records, a `datasets.Dataset` with an image column (decoded lazily by `with_transform`), the in-memory
 `pycocotools` ground truth (the data set's own category ids), and the category mapping.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from pycocotools.coco import COCO
 
 from image_processing import DetrCustomImageProcessor
 from image_processing.sizes import DEFAULT_LONGEST_EDGE, DEFAULT_SHORTEST_EDGE
+from modeling_detr_custom.data.albumentations_adapter import AlbumentationsTransform, is_albumentations_compose
 from modeling_detr_custom.data.categories import CategoryMapping
-from modeling_detr_custom.data.coco import build_coco_gt, is_coco_folder, read_coco_split
+from modeling_detr_custom.data.coco import build_coco_gt
 from modeling_detr_custom.data.collate import DetectionCollator
+from modeling_detr_custom.data.formats import FOLDER_FORMATS, FolderFormat, detect_folder_format
 from modeling_detr_custom.data.hf_datasets import load_hf_split, read_hf_split
 from modeling_detr_custom.data.images import ImageSource, check_images, open_image
 from modeling_detr_custom.data.records import DataReport, ImageRecord, validate_records
@@ -34,8 +37,10 @@ __all__ = [
     "DetectionSplit",
     "DetectionTransform",
     "default_processor",
+    "list_splits",
     "load_detection_split",
     "scaled_detr_train_transform",
+    "scaled_light_train_transform",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,24 +118,29 @@ def load_detection_split(
     processor: Any = None,
     image_size: int | None = None,
     train: bool = False,
-    augment: bool | Augmentation | None = None,
+    augment: bool | str | Augmentation | Any | None = None,
     mapping: CategoryMapping | None = None,
     on_error: str = "raise",
     verify_images: bool | None = None,
     seed: int = 0,
+    hflip: bool = True,
 ) -> DetectionSplit:
     """Loads, validates and wraps one split of a detection data set.
 
     Args:
-        source: A COCO folder, a `datasets` folder or Hub name, or `synthetic[:num_train=..,num_val=..,
+        source: A COCO, Roboflow COCO, YOLO or Pascal VOC folder (`formats`), a `datasets` folder or Hub name, or
+            `synthetic[:num_train=..,num_val=..,
             image_size=..,seed=..,max_objects=..]`.
         split: Split name (`train`, `val`, `train2017`, ...; `val` and `validation` stand for each other in
             `datasets` sources).
         processor: Image processor; default `default_processor(image_size or the data set's default)`.
         image_size: Shortest edge of the default processor: 800 for real data, the image size for synthetic data.
         train: Training split: augmentation on by default.
-        augment: `True` for DETR's training augmentation scaled to the processor's size, `False` for none, or
-            a callable `transform(image, annotations, generator)`. Default: `train`.
+        augment: `"detr"` (or `True`) for DETR's training augmentation scaled to the processor's size (flip,
+            multi-scale resize, random crop), `"light"` for flip and a mild multi-scale resize without crops,
+            `"none"` (or `False`) for none; or your own: a callable `transform(image, annotations, generator)` or
+            `transform(image, annotations)` on a PIL image and COCO annotations (`image_processing.augmentation`),
+            or an albumentations `Compose` with `bbox_params` (`albumentations_adapter`). Default: `train`.
         mapping: Categories to use (pass the training split's mapping for the evaluation split); default: the
             data set's own.
         on_error: `"raise"` (stop at the first bad image or annotation, naming the file and annotation id) or
@@ -138,6 +148,7 @@ def load_detection_split(
         verify_images: Fully decode every image up front to catch truncated files. Default: only when skipping
             (otherwise a truncated file raises when it is first read).
         seed: Seed of the augmentation; an image's augmentation depends only on (seed, epoch, image id).
+        hflip: False leaves the horizontal flip out of `"detr"` and `"light"` (orientation-sensitive data).
 
     Raises:
         ValueError: Bad data (with `on_error="raise"`), unknown options or a missing split.
@@ -151,7 +162,7 @@ def load_detection_split(
     valid = validate_records([records[i] for i in kept], mapping, report)
     raw = _records_dataset(records, kept, valid, rows)
     processor = processor if processor is not None else default_processor(image_size or default_size)
-    transform = DetectionTransform(processor, mapping, _resolve_augment(augment, train, processor), seed=seed)
+    transform = DetectionTransform(processor, mapping, _resolve_augment(augment, train, processor, hflip), seed=seed)
     num_objects = sum(len(r["annotations"]) for r in valid)
     logger.info(
         "Loaded %s [%s]: %d images, %d objects, %d categories.",
@@ -175,6 +186,21 @@ def load_detection_split(
     )
 
 
+def list_splits(source: str) -> list[str]:
+    """The split names a source has (a folder's, a `datasets` source's keys, `train` and `val` for synthetic)."""
+    if source == "synthetic" or source.startswith("synthetic:"):
+        return ["train", "val"]
+    if Path(source).is_dir():
+        folder_format = detect_folder_format(source)
+        if folder_format is not None:
+            return folder_format.splits(Path(source))
+        if (Path(source) / "state.json").is_file():
+            return ["train"]  # a single saved Dataset: the same rows whatever split is asked for
+        return sorted(datasets.load_from_disk(source) if (Path(source) / "dataset_dict.json").is_file()
+                      else datasets.load_dataset(source))  # fmt: skip
+    return sorted(datasets.load_dataset(source))
+
+
 def default_processor(shortest_edge: int = DEFAULT_SHORTEST_EDGE) -> Any:
     """A `DetrCustomImageProcessor` resizing to `shortest_edge`, longest edge at most `shortest_edge * 1333/800`."""
     longest_edge = round(shortest_edge * _LONGEST_PER_SHORTEST)
@@ -187,9 +213,13 @@ def _read_source(
     """Records, their image sources, categories, default image size and (for `datasets`) the image rows."""
     if source == "synthetic" or source.startswith("synthetic:"):
         spec = SyntheticSpec.from_source(source)
-        return _read_coco(ensure_synthetic_dataset(spec), split, mapping, report)
-    if Path(source).is_dir() and is_coco_folder(source):
-        return _read_coco(Path(source), split, mapping, report)
+        return _read_folder(FOLDER_FORMATS[0], ensure_synthetic_dataset(spec), split, mapping, report)
+    if Path(source).is_dir():
+        folder_format = detect_folder_format(source)  # raises, listing the layouts, when none matches
+        if folder_format is not None:
+            return _read_folder(folder_format, Path(source), split, mapping, report)
+    elif Path(source).exists():
+        raise ValueError(f"--data {source} is a file; give the data set's folder (or a Hub name, or 'synthetic').")
     description = f"{source} [{split}]"
     hf_split = load_hf_split(source, split)
     records, mapping = read_hf_split(hf_split, description, mapping)
@@ -198,10 +228,10 @@ def _read_source(
     return records, sources, mapping, DEFAULT_SHORTEST_EDGE, rows
 
 
-def _read_coco(
-    root: Path, split: str, mapping: CategoryMapping | None, report: DataReport
+def _read_folder(
+    folder_format: FolderFormat, root: Path, split: str, mapping: CategoryMapping | None, report: DataReport
 ) -> tuple[list[ImageRecord], list[str], CategoryMapping, int, None]:
-    records, file_mapping, info = read_coco_split(root, split, report)
+    records, file_mapping, info = folder_format.read_split(root, split, report)
     # Our synthetic data set says its image size; real data gets DETR's 800.
     default_size = (
         int(info.get("image_size", DEFAULT_SHORTEST_EDGE)) if "generator_version" in info else DEFAULT_SHORTEST_EDGE
@@ -272,21 +302,66 @@ def _records_dataset(
     return joined if len(kept) == len(records) else joined.select(kept)
 
 
-def _resolve_augment(augment: bool | Augmentation | None, train: bool, processor: Any) -> Augmentation | None:
+AUGMENTATIONS = ("detr", "light", "none")
+
+
+def _resolve_augment(augment: Any, train: bool, processor: Any, hflip: bool = True) -> Augmentation | None:
     if augment is None:
         augment = train
-    if augment is False:
-        return None
-    if augment is True:
-        return scaled_detr_train_transform(_shortest_edge(processor))
+    if isinstance(augment, bool):
+        augment = "detr" if augment else "none"
+    if isinstance(augment, str):
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}.")
+        if augment == "none":
+            return None
+        make = scaled_detr_train_transform if augment == "detr" else scaled_light_train_transform
+        return make(_shortest_edge(processor), hflip=hflip)
+    if is_albumentations_compose(augment):
+        return AlbumentationsTransform(augment)
     if not callable(augment):
         raise TypeError(
-            f"augment must be a bool or a callable transform(image, annotations, generator); got {augment!r}."
+            "augment must be 'detr', 'light', 'none', a bool, a callable transform(image, annotations[, generator]) "
+            f"or an albumentations Compose; got {augment!r}."
         )
-    return augment
+    return augment if _takes_generator(augment) else _WithoutGenerator(augment)
 
 
-def scaled_detr_train_transform(shortest_edge: int) -> Augmentation:
+def _takes_generator(function: Any) -> bool:
+    """Whether `function` accepts a third positional argument (the generator)."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # builtins and some C callables: assume this package's protocol
+        return True
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return True
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3
+
+
+class _WithoutGenerator:
+    """A user's `transform(image, annotations)` called as `transform(image, annotations, generator)` (picklable).
+
+    Its randomness is its own (e.g. Python's `random`), so it is not reproduced by a resumed run."""
+
+    def __init__(self, function: Callable[[Image.Image, dict[str, Any]], tuple[Image.Image, dict[str, Any]]]) -> None:
+        self.function = function
+
+    def __call__(self, image: Image.Image, annotations: dict[str, Any], generator: Any = None) -> Any:
+        return self.function(image, annotations)
+
+
+def scaled_light_train_transform(shortest_edge: int, hflip: bool = True) -> Augmentation:
+    """The "light" augmentation (flip, resize to one of the top of DETR's scales, no crop) scaled by
+    `shortest_edge / 800`, as `scaled_detr_train_transform` scales the original recipe."""
+    from image_processing.augmentation import DEFAULT_MAX_SIZE, LIGHT_SCALES, make_light_train_transform
+
+    factor = shortest_edge / DEFAULT_SHORTEST_EDGE
+    scales = tuple(sorted({max(round(size * factor), 1) for size in LIGHT_SCALES}))
+    return make_light_train_transform(scales=scales, max_size=round(DEFAULT_MAX_SIZE * factor), hflip=hflip)
+
+
+def scaled_detr_train_transform(shortest_edge: int, hflip: bool = True) -> Augmentation:
     """The original DETR augmentation with every size scaled by `shortest_edge / 800`.
 
     At 800 this is the original recipe (scales 480..800, longest edge 1333, crops); at 128 (the synthetic data)
@@ -311,6 +386,7 @@ def scaled_detr_train_transform(shortest_edge: int) -> Augmentation:
         max_size=round(DEFAULT_MAX_SIZE * factor),
         crop_scales=scaled(DEFAULT_CROP_SCALES),
         crop_range=scaled(DEFAULT_CROP_RANGE),
+        hflip=hflip,
     )
 
 

@@ -29,7 +29,16 @@ from pycocotools.cocoeval import COCOeval
 from modeling_detr_custom.data.categories import CategoryMapping
 from modeling_detr_custom.model.box_ops import box_xyxy_to_xywh
 
-__all__ = ["METRIC_NAMES", "CocoEvaluator", "format_metrics_table", "predictions_from_outputs"]
+__all__ = [
+    "METRIC_NAMES",
+    "PER_CLASS_METRIC_NAMES",
+    "CocoEvaluator",
+    "format_metrics_table",
+    "metrics_for_json",
+    "metrics_for_trackers",
+    "per_class_metrics",
+    "predictions_from_outputs",
+]
 
 # The first 9 of the 12 COCOeval.stats, in order; the 3 AR-by-area entries are not reported.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -44,6 +53,8 @@ _METRIC_DESCRIPTIONS = {
     "AR10": "AR, 10 detections per image",
     "AR100": "AR, 100 detections per image",
 }
+# Per class, from the same precision/recall arrays `COCOeval.summarize` averages (stats 0, 1 and 8).
+PER_CLASS_METRIC_NAMES = ("AP", "AP50", "AR100")
 
 
 class CocoEvaluator:
@@ -62,6 +73,7 @@ class CocoEvaluator:
         self.mapping = mapping
         self.verbose = verbose
         self.predictions: dict[int, dict[str, np.ndarray]] = {}
+        self.coco_eval: COCOeval | None = None  # of the last `compute`, for per-class and threshold diagnostics
 
     def reset(self) -> None:
         """Forgets every prediction."""
@@ -101,6 +113,8 @@ class CocoEvaluator:
         Returns:
             `{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}` as floats in [0, 1]; -1 means
             the split has no ground truth in that area range (pycocotools' convention). No detections give 0.
+            Also `"per_class"`: `{class name: {"AP", "AP50", "AR100", "num_objects"}}` (`per_class_metrics`).
+            `metrics_for_json` and `metrics_for_trackers` turn -1 into null / leave it out.
         """
         coco_dt = self._detections_as_coco()
         coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
@@ -111,7 +125,10 @@ class CocoEvaluator:
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
-        return {name: float(coco_eval.stats[i]) for i, name in enumerate(METRIC_NAMES)}
+        self.coco_eval = coco_eval
+        metrics: dict[str, Any] = {name: float(coco_eval.stats[i]) for i, name in enumerate(METRIC_NAMES)}
+        metrics["per_class"] = per_class_metrics(coco_eval)
+        return metrics
 
     def _to_numpy(self, prediction: Mapping[str, Any]) -> dict[str, np.ndarray]:
         image_id = int(_as_array(prediction["image_id"]).reshape(-1)[0])
@@ -212,15 +229,84 @@ def predictions_from_outputs(
     return results
 
 
-def format_metrics_table(metrics: Mapping[str, float]) -> str:
-    """A readable table of the metrics (`METRIC_NAMES` first, in order, then any others)."""
-    names = [n for n in METRIC_NAMES if n in metrics] + [n for n in metrics if n not in METRIC_NAMES]
+def per_class_metrics(coco_eval: COCOeval) -> dict[str, dict[str, float]]:
+    """AP, AP50 and AR100 of every category, from an evaluated and accumulated `COCOeval`.
+
+    Computed from `coco_eval.eval["precision"]` `(T, R, K, A, M)` and `["recall"]` `(T, K, A, M)` exactly as
+    `COCOeval.summarize` computes stats 0, 1 and 8 (area "all", 100 detections, entries of -1 left out of the
+    mean), restricted to one category: the numbers equal pycocotools' own for a run on that category alone.
+    -1 means the category has no (non-crowd) object in the evaluated images. `num_objects` counts those objects.
+
+    Returns:
+        `{category name: {"AP", "AP50", "AR100", "num_objects"}}` in category id order.
+    """
+    params = coco_eval.params
+    precision, recall = coco_eval.eval["precision"], coco_eval.eval["recall"]
+    area = params.areaRngLbl.index("all")
+    max_dets = params.maxDets.index(100)
+    iou_50 = np.where(params.iouThrs == 0.5)[0]
+    image_ids = set(params.imgIds)
+    result = {}
+    for k, category_id in enumerate(params.catIds):
+        annotations = coco_eval.cocoGt.loadAnns(coco_eval.cocoGt.getAnnIds(catIds=[category_id], iscrowd=False))
+        result[str(coco_eval.cocoGt.cats[category_id]["name"])] = {
+            "AP": _mean_of_valid(precision[:, :, k, area, max_dets]),
+            "AP50": _mean_of_valid(precision[iou_50, :, k, area, max_dets]),
+            "AR100": _mean_of_valid(recall[:, k, area, max_dets]),
+            "num_objects": sum(1 for a in annotations if a["image_id"] in image_ids),
+        }
+    return result
+
+
+def _mean_of_valid(values: np.ndarray) -> float:
+    """`COCOeval.summarize`'s rule: the mean over entries > -1, or -1 when there are none."""
+    valid = values[values > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
+
+
+def metrics_for_json(metrics: Any) -> Any:
+    """The metrics with pycocotools' -1 ("no ground truth in that range") as None, so JSON says `null`."""
+    if isinstance(metrics, Mapping):
+        return {key: metrics_for_json(value) for key, value in metrics.items()}
+    if isinstance(metrics, (list, tuple)):
+        return [metrics_for_json(value) for value in metrics]
+    if isinstance(metrics, float) and metrics == -1.0:
+        return None
+    return metrics
+
+
+def metrics_for_trackers(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flat scalar metrics for TensorBoard / W&B: -1 and None left out, `per_class` as `per_class/<name>/AP`."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            flat.update(metrics_for_trackers(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value != -1:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def format_metrics_table(metrics: Mapping[str, Any]) -> str:
+    """A readable table of the metrics (`METRIC_NAMES` first, in order, then any other scalars), followed by a
+    per-class table (AP, AP50, AR100, number of objects) when `metrics` has `per_class`."""
+    names = [n for n in METRIC_NAMES if n in metrics]
+    names += [n for n in metrics if n not in METRIC_NAMES and not isinstance(metrics[n], Mapping)]
     lines = [f"{'metric':<7} {'value':>7}  description", f"{'-' * 7} {'-' * 7}  {'-' * 42}"]
     for name in names:
-        value = metrics[name]
-        shown = "n/a" if value is None or value < 0 else f"{value:.4f}"
-        lines.append(f"{name:<7} {shown:>7}  {_METRIC_DESCRIPTIONS.get(name, '')}".rstrip())
+        lines.append(f"{name:<7} {_shown(metrics[name]):>7}  {_METRIC_DESCRIPTIONS.get(name, '')}".rstrip())
+    per_class = metrics.get("per_class")
+    if per_class:
+        width = max(12, *(len(name) for name in per_class))
+        lines += ["", f"{'class':<{width}} {'AP':>7} {'AP50':>7} {'AR100':>7} {'objects':>8}"]
+        lines.append(f"{'-' * width} {'-' * 7} {'-' * 7} {'-' * 7} {'-' * 8}")
+        for name, values in per_class.items():
+            shown = " ".join(f"{_shown(values.get(key)):>7}" for key in PER_CLASS_METRIC_NAMES)
+            lines.append(f"{name:<{width}} {shown} {values.get('num_objects', ''):>8}")
     return "\n".join(lines)
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None or value < 0 else f"{value:.4f}"
 
 
 def _as_array(value: Any) -> np.ndarray:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from modeling_detr_custom.data.records import check_bad_data_policy
 
+AUGMENTATIONS = ("detr", "light", "none")  # load_detection_split's named augmentations
+
 __all__ = ["ON_BAD_DATA_HELP", "DetrDataArguments", "DetrTrainingArguments"]
 
 ON_BAD_DATA_HELP = (
@@ -25,7 +27,9 @@ class DetrDataArguments:
     data: str = field(
         default="synthetic",
         metadata={
-            "help": "What to train on: a COCO folder (annotations/instances_<split>.json + <split>/ images), a "
+            "help": "What to train on, found by its layout: a COCO folder (annotations/instances_<split>.json + "
+            "<split>/ images), a Roboflow COCO export (<split>/_annotations.coco.json), a YOLO folder (data.yaml or "
+            "classes.txt, images/ + labels/), a Pascal VOC folder (Annotations/, JPEGImages/, ImageSets/Main/), a "
             "folder or Hub name that `datasets.load_dataset` opens (columns image, image_id, objects), or "
             "'synthetic' (the built-in shapes data set, generated on first use)."
         },
@@ -47,14 +51,36 @@ class DetrDataArguments:
             "the data set's own size for synthetic data."
         },
     )
+    augment: str = field(
+        default="detr",
+        metadata={
+            "help": "Training augmentation: 'detr' (the original recipe: flip, multi-scale resize, random crop, scaled "
+            "to --image_size), 'light' (flip and a mild multi-scale resize, no crop: small data sets, fine-tuning), "
+            "or 'none'. From Python, load_detection_split(augment=...) also takes any callable or an albumentations "
+            "Compose with bbox_params."
+        },
+    )
+    no_hflip: bool = field(
+        default=False,
+        metadata={
+            "help": "Leave the horizontal flip out of the augmentation (orientation-sensitive data: text, arrows, "
+            "left/right classes)."
+        },
+    )
     no_augment: bool = field(
         default=False,
-        metadata={"help": "Disable the DETR training augmentation (flip, multi-scale resize, random crop)."},
+        metadata={"help": "The same as --augment none (kept for existing commands)."},
     )
     on_bad_data: str = field(default="raise", metadata={"help": ON_BAD_DATA_HELP})
 
     def __post_init__(self) -> None:
         check_bad_data_policy(self.on_bad_data, "--on_bad_data")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.no_augment and self.augment not in ("detr", "none"):
+            raise ValueError(f"--no_augment contradicts --augment {self.augment}; give only --augment")
+        if self.no_augment:
+            self.augment = "none"
 
 
 @dataclass

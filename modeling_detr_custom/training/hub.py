@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES
+from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, metrics_for_json
 
 __all__ = ["HubUploadError", "hub_errors", "push_folder_to_hub", "render_model_card", "save_hub_checkpoint"]
 
@@ -121,7 +121,7 @@ def save_hub_checkpoint(
     )
     (output_dir / "README.md").write_text(card)
     if metrics:
-        (output_dir / "eval_results.json").write_text(json.dumps(dict(metrics), indent=2))
+        (output_dir / "eval_results.json").write_text(json.dumps(metrics_for_json(dict(metrics)), indent=2))
     return output_dir
 
 

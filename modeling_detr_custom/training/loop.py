@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
-from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table
+from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table, metrics_for_trackers
 from modeling_detr_custom.evaluation.loop import evaluate_model
 from modeling_detr_custom.training.arguments import DetrTrainingArguments
 from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
@@ -179,7 +179,9 @@ def _setup(args: DetrTrainingArguments) -> _Run:
 
 def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, DetectionSplit]:
     common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed}
-    train_split = load_detection_split(args.data, args.train_split, train=True, augment=not args.no_augment, **common)
+    train_split = load_detection_split(
+        args.data, args.train_split, train=True, augment=args.augment, hflip=not args.no_hflip, **common
+    )
     eval_split = load_detection_split(args.data, args.eval_split, train=False, mapping=train_split.mapping, **common)
     for option, split in (("--train_split", train_split), ("--eval_split", eval_split)):
         if len(split.dataset) == 0:
@@ -274,7 +276,7 @@ def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress
     metrics = _broadcast(accelerator, metrics)
     accelerator.print(f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}':")
     accelerator.print(format_metrics_table(metrics))
-    accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=progress.step)
+    accelerator.log(metrics_for_trackers(metrics, "eval/"), step=progress.step)  # -1 (no such objects) left out
     progress.metrics, progress.metrics_step = metrics, progress.step
     if progress.best_metrics is None or metrics["AP"] > progress.best_metrics["AP"]:  # ties keep the earlier
         progress.best_metrics, progress.best_step = metrics, progress.step

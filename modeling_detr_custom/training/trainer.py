@@ -34,7 +34,14 @@ from accelerate.utils import broadcast_object_list
 from transformers import EvalPrediction, SchedulerType, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
-from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
+from modeling_detr_custom.evaluation.coco_evaluator import (
+    METRIC_NAMES,
+    PER_CLASS_METRIC_NAMES,
+    CocoEvaluator,
+    metrics_for_json,
+    metrics_for_trackers,
+    predictions_from_outputs,
+)
 from modeling_detr_custom.training.arguments import DetrDataArguments
 from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
 from modeling_detr_custom.training.checkpointing import (
@@ -169,7 +176,8 @@ class CocoMetrics:
         return metrics[0]
 
     def _compute(self) -> dict[str, float]:
-        metrics = {**self.evaluator.compute(), "num_images": len(self.evaluator.predictions)}
+        # Flat scalars for the Trainer's logs and trackers: `per_class/<name>/AP`, pycocotools' -1 left out.
+        metrics = {**metrics_for_trackers(self.evaluator.compute()), "num_images": len(self.evaluator.predictions)}
         self.evaluator.reset()
         return metrics
 
@@ -333,7 +341,7 @@ class DetrTrainer(Trainer):
                 self._save(str(tmp))  # weights, config with auto_map, processor, source files
                 self.create_model_card(folder=tmp, metrics=metrics)
                 if metrics:
-                    (tmp / "eval_results.json").write_text(json.dumps(metrics, indent=2))
+                    (tmp / "eval_results.json").write_text(json.dumps(metrics_for_json(metrics), indent=2))
                 replace_folder(tmp, folder)
 
         self.accelerator.wait_for_everyone()
@@ -507,7 +515,7 @@ def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tu
     with args.main_process_first(desc="loading the data"):  # the synthetic data set is generated once
         train_split = load_detection_split(
             data_args.data, data_args.train_split, image_size=data_args.image_size, train=True,
-            augment=not data_args.no_augment, on_error=data_args.on_bad_data, seed=args.seed,
+            augment=data_args.augment, hflip=not data_args.no_hflip, on_error=data_args.on_bad_data, seed=args.seed,
         )  # fmt: skip
         eval_split = load_detection_split(
             data_args.data, data_args.eval_split, processor=train_split.processor, mapping=train_split.mapping,
@@ -532,8 +540,22 @@ def _final_metrics(trainer: DetrTrainer) -> dict[str, float]:
 
 
 def _coco_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The COCO keys of an evaluation, without `eval_`: the same file, with the same keys, as `train.py` writes."""
-    return {name: metrics[f"eval_{name}"] for name in METRIC_NAMES}
+    """The COCO keys of an evaluation, without `eval_`: the same file, with the same keys, as `train.py` writes.
+
+    The Trainer's logs hold flat scalars without pycocotools' -1 (`CocoMetrics`); the missing ones are -1 again
+    and `eval_per_class/<name>/<metric>` becomes `per_class` as `CocoEvaluator.compute` returns it.
+    """
+    result: dict[str, Any] = {name: metrics.get(f"eval_{name}", -1.0) for name in METRIC_NAMES}
+    per_class: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        if key.startswith("eval_per_class/"):
+            name, metric = key.removeprefix("eval_per_class/").rsplit("/", 1)
+            per_class.setdefault(name, {})[metric] = value
+    if per_class:
+        result["per_class"] = {
+            name: {**dict.fromkeys(PER_CLASS_METRIC_NAMES, -1.0), **values} for name, values in per_class.items()
+        }
+    return result
 
 
 def _hyperparameters(args: DetrTrainerArguments) -> dict[str, Any]:

@@ -16,6 +16,7 @@ COMMANDS = {
     "train": ("train", "train with Accelerate (one process, several GPUs, or CPU processes)"),
     "train-trainer": ("train_trainer", "train with transformers' Trainer (same data, model and evaluation)"),
     "evaluate": ("evaluate", "COCO bbox evaluation (pycocotools) of a checkpoint on a data set split"),
+    "inspect-data": ("inspect_data", "data set health check: counts per class and split, box sizes, bad annotations"),
     "predict": ("predict", "detect objects in images: JSON per image, optionally drawn pictures"),
     "export-onnx": ("export_onnx", "export a checkpoint to ONNX, checked against PyTorch with onnxruntime"),
     "push-to-hub": ("push_to_hub", "upload a checkpoint folder to the Hugging Face Hub"),
