@@ -8,6 +8,8 @@ Differences from transformers' `DetrImageProcessor` (5.x), on purpose:
 - RGBA images lose their alpha channel (transformers composites them onto white); 16-bit images are scaled by
   1/65535; float images are taken as already in [0, 1], so `do_rescale` applies to integer images only.
 - `post_process_object_detection` clips boxes to the image and has an optional `top_k`.
+- The segmentation post-processors take an optional `processed_sizes` (unpadded input sizes) that crops the masks
+  to each image before resizing; without it their numbers are transformers' (see `segmentation_post_processing`).
 - `class_labels` are the annotations' `category_id` values as given. The data layer maps dataset category ids to
   contiguous labels in `[0, num_labels)` before calling the processor (see `modeling_detr_custom.data`).
 
@@ -34,6 +36,12 @@ from .annotations import finalize_target, prepare_target
 from .image_inputs import ImageInput, describe, image_to_tensor, make_list_of_images
 from .pipeline_batching import install_pipeline_collate
 from .post_processing import post_process_object_detection
+from .segmentation_post_processing import (
+    Sizes,
+    post_process_instance_segmentation,
+    post_process_panoptic_segmentation,
+    post_process_semantic_segmentation,
+)
 from .sizes import default_size, get_output_image_size, validate_pad_size, validate_size
 
 __all__ = ["DetrCustomImageProcessor"]
@@ -321,6 +329,43 @@ class DetrCustomImageProcessor(BaseImageProcessor):
     ) -> list[dict[str, Tensor]]:
         """Turns model outputs into scored boxes per image: see `post_processing.post_process_object_detection`."""
         return post_process_object_detection(outputs, threshold, target_sizes, top_k)
+
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Sizes = None, return_segmentation_scores: bool = False, **options: Any
+    ) -> list[Any]:
+        """Per-pixel class maps: see `segmentation_post_processing.post_process_semantic_segmentation`."""
+        return post_process_semantic_segmentation(outputs, target_sizes, return_segmentation_scores, **options)
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: Sizes = None,
+        return_coco_annotation: bool | None = False,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Instance segments: see `segmentation_post_processing.post_process_instance_segmentation`."""
+        return post_process_instance_segmentation(
+            outputs, threshold, mask_threshold, overlap_mask_area_threshold, target_sizes, return_coco_annotation,
+            **options,
+        )  # fmt: skip
+
+    def post_process_panoptic_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        label_ids_to_fuse: set[int] | None = None,
+        target_sizes: Sizes = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Panoptic segments: see `segmentation_post_processing.post_process_panoptic_segmentation`."""
+        return post_process_panoptic_segmentation(
+            outputs, threshold, mask_threshold, overlap_mask_area_threshold, label_ids_to_fuse, target_sizes, **options
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
