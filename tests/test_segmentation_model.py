@@ -169,11 +169,27 @@ def test_criterion_ignores_predictions_and_targets_in_the_padding() -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"encoder_attention_heads": 2}, "multiple of 8"), ({"num_query_groups": 2}, "num_query_groups=2")],
+    [
+        ({"d_model": 8, "encoder_attention_heads": 2, "decoder_attention_heads": 2}, "d_model >= 16"),
+        ({"num_query_groups": 2}, "num_query_groups=2"),
+    ],
 )
 def test_unsupported_configs_are_refused_by_name(overrides, message) -> None:
     with pytest.raises(ValueError, match=message):
         DetrCustomForSegmentation(DetrCustomConfig(**{**TINY_SEGMENTATION_CONFIG, **overrides}))
+
+
+def test_widths_that_8_does_not_divide_build_and_run() -> None:
+    """d_model 32 + 2 heads = 34 (or + 4 = 36, like the demo preset's 128 + 4): transformers and the original
+    refuse them (GroupNorm with 8 groups); here their GroupNorm takes the largest divisor of 8 that divides them."""
+    for heads, groups in ((2, 2), (4, 4)):
+        config = DetrCustomConfig(
+            **{**TINY_SEGMENTATION_CONFIG, "encoder_attention_heads": heads, "decoder_attention_heads": heads}
+        )
+        model = DetrCustomForSegmentation(config).eval()
+        assert model.mask_head.gn1.num_groups == groups
+        with torch.no_grad():
+            assert torch.isfinite(model(**make_pixel_inputs()).pred_masks).all()
 
 
 def test_bad_inputs_are_refused_by_name(model) -> None:

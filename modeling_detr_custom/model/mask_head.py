@@ -10,13 +10,17 @@ modules on saving), so those checkpoints load without renaming.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 __all__ = ["DetrCustomMHAttentionMap", "DetrCustomMaskHeadSmallConv"]
 
-# GroupNorm groups of the original; transformers takes min(8, channels) so that small test models (d_model < 128,
-# where d_model / 16 < 8) can be built. Both are the same for every d_model >= 128 (the original's 256).
+# GroupNorm groups of the original. transformers takes min(8, channels) so that small models (d_model < 128, where
+# d_model / 16 < 8) can be built, and both refuse widths that 8 (or min(8, channels)) does not divide, such as
+# d_model + heads = 132 of a width-128 model with 4 heads. Here such a width gets the largest divisor of 8 that
+# divides it; wherever the original or transformers can build the head, the groups are theirs.
 _MAX_GROUPS = 8
 
 
@@ -29,22 +33,16 @@ class DetrCustomMaskHeadSmallConv(nn.Module):
     `adapter3`); `out_lay` gives one logit per pixel.
 
     Args:
-        input_channels: `d_model + num_heads` (the memory concatenated with one attention map per head); a
-            multiple of 8 for the GroupNorm.
+        input_channels: `d_model + num_heads` (the memory concatenated with one attention map per head).
         fpn_channels: Channels of the three backbone stages used for upsampling, coarsest first (stages 3, 2, 1).
         hidden_size: `d_model`; at least 16.
 
     Raises:
-        ValueError: `input_channels` is not a multiple of 8, `hidden_size` is below 16, or not three stages.
+        ValueError: `hidden_size` is below 16, or not three stages.
     """
 
     def __init__(self, input_channels: int, fpn_channels: list[int], hidden_size: int) -> None:
         super().__init__()
-        if input_channels % _MAX_GROUPS:
-            raise ValueError(
-                f"The mask head needs d_model + encoder_attention_heads to be a multiple of {_MAX_GROUPS} (its "
-                f"GroupNorm has {_MAX_GROUPS} groups), got {input_channels}."
-            )
         if hidden_size < 16 or len(fpn_channels) != 3:
             raise ValueError(
                 f"The mask head needs d_model >= 16 and three FPN stages, got {hidden_size} and {len(fpn_channels)}."
@@ -96,7 +94,8 @@ class DetrCustomMaskHeadSmallConv(nn.Module):
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(_MAX_GROUPS, channels), channels)
+    groups = min(_MAX_GROUPS, channels)
+    return nn.GroupNorm(groups if channels % groups == 0 else math.gcd(_MAX_GROUPS, channels), channels)
 
 
 class DetrCustomMHAttentionMap(nn.Module):

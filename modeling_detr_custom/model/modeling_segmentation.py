@@ -49,8 +49,8 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
             weigh the mask losses. Group DETR (`num_query_groups > 1`) is not supported.
 
     Raises:
-        ValueError: `num_query_groups > 1`, `d_model + encoder_attention_heads` not a multiple of 8, or a backbone
-            that cannot return its intermediate stages.
+        ValueError: `num_query_groups > 1`, `d_model < 16`, or a backbone that cannot return its intermediate
+            stages.
     """
 
     def __init__(self, config: DetrCustomConfig) -> None:
