@@ -39,6 +39,7 @@ from .post_processing import post_process_object_detection
 from .segmentation_masks import panoptic_to_detection
 from .segmentation_post_processing import (
     Sizes,
+    post_process_instance_masks,
     post_process_instance_segmentation,
     post_process_panoptic_segmentation,
     post_process_semantic_segmentation,
@@ -349,6 +350,17 @@ class DetrCustomImageProcessor(BaseImageProcessor):
     ) -> list[dict[str, Tensor]]:
         """Turns model outputs into scored boxes per image: see `post_processing.post_process_object_detection`."""
         return post_process_object_detection(outputs, threshold, target_sizes, top_k)
+
+    def post_process_instance_masks(
+        self,
+        outputs: Any,
+        threshold: float = 0.0,
+        mask_threshold: float = 0.5,
+        target_sizes: Sizes = None,
+        **options: Any,
+    ) -> list[dict[str, Tensor]]:
+        """Overlapping per-query masks for mask AP: see `segmentation_post_processing.post_process_instance_masks`."""
+        return post_process_instance_masks(outputs, threshold, mask_threshold, target_sizes, **options)
 
     def post_process_semantic_segmentation(
         self, outputs: Any, target_sizes: Sizes = None, return_segmentation_scores: bool = False, **options: Any

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "binary_mask_to_rle",
+    "post_process_instance_masks",
     "post_process_instance_segmentation",
     "post_process_panoptic_segmentation",
     "post_process_semantic_segmentation",
@@ -117,6 +118,49 @@ def post_process_panoptic_segmentation(
         outputs, threshold, mask_threshold, overlap_mask_area_threshold, set(label_ids_to_fuse or ()), target_sizes,
         processed_sizes,
     )  # fmt: skip
+
+
+def post_process_instance_masks(
+    outputs: Any,
+    threshold: float = 0.0,
+    mask_threshold: float = 0.5,
+    target_sizes: Sizes = None,
+    *,
+    processed_sizes: Sizes = None,
+) -> list[dict[str, Tensor]]:
+    """One binary mask per kept query, masks may overlap: the original `PostProcessSegm`, for mask AP.
+
+    Scores and labels are those of `post_process_object_detection` (softmax, "no object" dropped, best class);
+    each kept query's mask logits are cropped to the image (with `processed_sizes`), resized bilinearly to its
+    target size, and thresholded after the sigmoid.
+
+    Args:
+        outputs: Anything with `logits` `(B, Q, num_labels + 1)` and `pred_masks` `(B, Q, h, w)`.
+        threshold: Keep queries whose score is above this (0 keeps all, as COCO evaluation wants).
+        mask_threshold: Probability above which a pixel belongs to the mask.
+        target_sizes: `(height, width)` per image, usually the original sizes; None keeps the mask resolution.
+        processed_sizes: Unpadded input `(height, width)` per image (see the module docstring).
+
+    Returns:
+        Per image `{"scores": (n,), "labels": (n,) int64, "masks": (n, height, width) bool}`.
+    """
+    logits, pred_masks = _segmentation_outputs(outputs)
+    scores, labels = logits.softmax(-1)[..., :-1].max(-1)  # (B, Q)
+    results = []
+    for index, (image_scores, image_labels, image_masks) in enumerate(zip(scores, labels, pred_masks)):
+        keep = image_scores > threshold
+        masks = (
+            _crop_to_image(image_masks[keep], processed_sizes, index, len(logits)) if keep.any() else image_masks[keep]
+        )
+        size = _size_of(target_sizes, index, len(logits))
+        if size is not None and len(masks):
+            masks = nn.functional.interpolate(masks[None], size=size, mode="bilinear", align_corners=False)[0]
+        elif size is not None:
+            masks = masks.new_zeros((0, *size))
+        results.append(
+            {"scores": image_scores[keep], "labels": image_labels[keep], "masks": masks.sigmoid() > mask_threshold}
+        )
+    return results
 
 
 def _post_process_segments(
