@@ -112,7 +112,7 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
         if not isinstance(detector, DetrCustomForObjectDetection):
             detector = DetrCustomForObjectDetection.from_pretrained(detector, **kwargs)
         model = cls(detector.config)
-        model.detr.load_state_dict(detector.state_dict(), strict=False)  # the criterion's buffer is not saved
+        model.detr.load_state_dict(detector.state_dict(), strict=True)
         return model.to(detector.device)
 
     def freeze_detector(self) -> None:
