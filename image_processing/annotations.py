@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert
 
+from .segmentation_masks import masks_tensor
+
 __all__ = ["finalize_target", "parse_coco_detection_annotation", "parse_object", "prepare_target"]
 
 
@@ -97,8 +99,11 @@ def parse_coco_detection_annotation(annotation: Any, index: int = 0) -> dict[str
     }
 
 
-def prepare_target(annotation: Any, index: int, image_size: tuple[int, int]) -> dict[str, Tensor]:
-    """The original DETR's `ConvertCocoPolysToMask`: drop crowd, clip to the image, drop empty boxes."""
+def prepare_target(
+    annotation: Any, index: int, image_size: tuple[int, int], return_masks: bool = False
+) -> dict[str, Tensor]:
+    """The original DETR's `ConvertCocoPolysToMask`: drop crowd, clip to the image, drop empty boxes; with
+    `return_masks`, every kept object's `segmentation` decoded to `masks` `(n, height, width)` bool."""
     parsed = parse_coco_detection_annotation(annotation, index)
     height, width = image_size
     not_crowd = parsed["iscrowd"] == 0
@@ -106,13 +111,16 @@ def prepare_target(annotation: Any, index: int, image_size: tuple[int, int]) -> 
     boxes_xyxy[:, 0::2] = boxes_xyxy[:, 0::2].clamp(min=0, max=width)
     boxes_xyxy[:, 1::2] = boxes_xyxy[:, 1::2].clamp(min=0, max=height)
     keep = (boxes_xyxy[:, 2] > boxes_xyxy[:, 0]) & (boxes_xyxy[:, 3] > boxes_xyxy[:, 1])
-    return {
+    target = {
         "image_id": torch.tensor([parsed["image_id"]], dtype=torch.int64),
         "class_labels": parsed["category_ids"][not_crowd][keep],
         "boxes_xyxy": boxes_xyxy[keep],
         "area": parsed["area"][not_crowd][keep],
         "orig_size": torch.tensor([height, width], dtype=torch.int64),
     }
+    if return_masks:
+        target["masks"] = masks_tensor(annotation, height, width, index)[not_crowd][keep]
+    return target
 
 
 def finalize_target(
@@ -128,7 +136,7 @@ def finalize_target(
         boxes = box_convert(boxes_xyxy, "xyxy", "cxcywh") / scale
     else:
         boxes = boxes_xyxy * torch.tensor([ratio_width, ratio_height, ratio_width, ratio_height])
-    return {
+    finalized = {
         "image_id": target["image_id"],
         "class_labels": target["class_labels"],
         "boxes": boxes,
@@ -137,3 +145,11 @@ def finalize_target(
         "orig_size": target["orig_size"],
         "size": torch.tensor(new_size, dtype=torch.int64),
     }
+    if "masks" in target:  # nearest resizing keeps them binary and aligned with the resized image
+        masks = target["masks"]
+        if len(masks):
+            masks = torch.nn.functional.interpolate(masks[None].float(), size=new_size, mode="nearest")[0]
+        else:
+            masks = masks.new_zeros((0, *new_size))
+        finalized["masks"] = masks.to(torch.uint8)
+    return finalized

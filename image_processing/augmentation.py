@@ -10,14 +10,16 @@ targets) keeps the image processor the only place that turns annotations into mo
 
 Boxes follow the pixels (flip, resize, crop); areas are scaled with a resize and recomputed as the clipped box
 area after a crop (as the original); objects cut out entirely are dropped together with their other fields, so
-`iscrowd` and `category_id` stay attached to their boxes. `segmentation` and `keypoints` are dropped since they are
-not transformed. All randomness comes from the `torch.Generator` passed in, so a seeded generator gives the same
-result on every run.
+`iscrowd` and `category_id` stay attached to their boxes. A `segmentation` given as a binary `(height, width)` array
+(the data layer decodes polygons, RLE and panoptic PNGs to arrays when masks are wanted) follows the pixels too
+(flipped, resized nearest, cropped); polygons, RLE and `keypoints` are dropped since they are not transformed.
+All randomness comes from the `torch.Generator` passed in, so a seeded generator gives the same result on every run.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import PIL.Image
 import torch
 from torch import Tensor
@@ -53,6 +55,7 @@ DEFAULT_CROP_SCALES = (400, 500, 600)
 DEFAULT_CROP_RANGE = (384, 600)
 LIGHT_SCALES = (704, 736, 768, 800)  # the top of DETR's scales: at most 12% smaller than evaluation
 _UNTRANSFORMED_KEYS = ("segmentation", "keypoints", "num_keypoints")
+MaskOperation = Callable[[np.ndarray], np.ndarray]
 
 
 class Transform(Protocol):
@@ -82,8 +85,15 @@ def _objects(annotations: Annotations) -> tuple[Tensor, Tensor, Tensor]:
     return box_convert(parsed["boxes_xywh"], "xywh", "xyxy"), parsed["area"], parsed["iscrowd"]
 
 
-def _rebuild(annotations: Annotations, boxes_xyxy: Tensor, areas: Tensor, keep: Tensor | None = None) -> Annotations:
-    """A new annotations dict with updated `bbox`/`area` for the kept objects; other fields copied."""
+def _rebuild(
+    annotations: Annotations,
+    boxes_xyxy: Tensor,
+    areas: Tensor,
+    keep: Tensor | None = None,
+    mask_operation: MaskOperation | None = None,
+) -> Annotations:
+    """A new annotations dict with updated `bbox`/`area` for the kept objects; other fields copied, and binary
+    array masks passed through `mask_operation` (None: unchanged)."""
     boxes_xywh = box_convert(boxes_xyxy, "xyxy", "xywh").tolist()
     areas_list = areas.tolist()
     kept = range(len(boxes_xywh)) if keep is None else keep.nonzero().flatten().tolist()
@@ -91,6 +101,10 @@ def _rebuild(annotations: Annotations, boxes_xyxy: Tensor, areas: Tensor, keep: 
     for j in kept:
         obj = {k: v for k, v in annotations["annotations"][j].items() if k not in _UNTRANSFORMED_KEYS}
         obj["bbox"], obj["area"] = boxes_xywh[j], areas_list[j]
+        mask = annotations["annotations"][j].get("segmentation")
+        if isinstance(mask, (np.ndarray, Tensor)):
+            mask = np.asarray(mask.cpu() if isinstance(mask, Tensor) else mask, dtype=bool)
+            obj["segmentation"] = mask if mask_operation is None else mask_operation(mask)
         objects.append(obj)
     return {"image_id": annotations["image_id"], "annotations": objects}
 
@@ -102,7 +116,8 @@ def hflip(image: PIL.Image.Image, annotations: Annotations) -> tuple[PIL.Image.I
     flipped = torch.stack(
         [width - boxes_xyxy[:, 2], boxes_xyxy[:, 1], width - boxes_xyxy[:, 0], boxes_xyxy[:, 3]], dim=-1
     )
-    return image.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT), _rebuild(annotations, flipped, areas)
+    flipped_annotations = _rebuild(annotations, flipped, areas, mask_operation=lambda mask: mask[:, ::-1].copy())
+    return image.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT), flipped_annotations
 
 
 def resize(
@@ -120,7 +135,14 @@ def resize(
     ratio_width, ratio_height = new_width / width, new_height / height
     scaled = boxes_xyxy * torch.tensor([ratio_width, ratio_height, ratio_width, ratio_height])
     resized = image.resize((new_width, new_height), PIL.Image.Resampling.BILINEAR)
-    return resized, _rebuild(annotations, scaled, areas * (ratio_width * ratio_height))
+
+    def resize_mask(mask: np.ndarray) -> np.ndarray:
+        pixels = PIL.Image.fromarray(mask.astype(np.uint8)).resize(
+            (new_width, new_height), PIL.Image.Resampling.NEAREST
+        )
+        return np.asarray(pixels).astype(bool)
+
+    return resized, _rebuild(annotations, scaled, areas * (ratio_width * ratio_height), mask_operation=resize_mask)
 
 
 def _crop_boxes(boxes_xyxy: Tensor, top: int, left: int, height: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -139,7 +161,8 @@ def crop(
     boxes_xyxy, _, _ = _objects(annotations)
     clipped, areas, keep = _crop_boxes(boxes_xyxy, top, left, height, width)
     cropped = image.crop((left, top, left + width, top + height))
-    return cropped, _rebuild(annotations, clipped, areas, keep)
+    window = (slice(top, top + height), slice(left, left + width))
+    return cropped, _rebuild(annotations, clipped, areas, keep, mask_operation=lambda mask: mask[window].copy())
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Differences from transformers' `DetrImageProcessor` (5.x), on purpose:
 - RGBA images lose their alpha channel (transformers composites them onto white); 16-bit images are scaled by
   1/65535; float images are taken as already in [0, 1], so `do_rescale` applies to integer images only.
 - `post_process_object_detection` clips boxes to the image and has an optional `top_k`.
+- The segmentation post-processors take an optional `processed_sizes` (unpadded input sizes) that crops the masks
+  to each image before resizing; without it their numbers are transformers' (see `segmentation_post_processing`).
 - `class_labels` are the annotations' `category_id` values as given. The data layer maps dataset category ids to
   contiguous labels in `[0, num_labels)` before calling the processor (see `modeling_detr_custom.data`).
 
@@ -34,6 +36,14 @@ from .annotations import finalize_target, prepare_target
 from .image_inputs import ImageInput, describe, image_to_tensor, make_list_of_images
 from .pipeline_batching import install_pipeline_collate
 from .post_processing import post_process_object_detection
+from .segmentation_masks import panoptic_to_detection
+from .segmentation_post_processing import (
+    Sizes,
+    post_process_instance_masks,
+    post_process_instance_segmentation,
+    post_process_panoptic_segmentation,
+    post_process_semantic_segmentation,
+)
 from .sizes import default_size, get_output_image_size, validate_pad_size, validate_size
 
 __all__ = ["DetrCustomImageProcessor"]
@@ -51,10 +61,12 @@ _OVERRIDABLE = (
     "do_convert_annotations",
     "do_convert_rgb",
     "format",
+    "return_segmentation_masks",
+    "masks_path",
     "input_data_format",
     "data_format",
 )
-_SUPPORTED_FORMAT = "coco_detection"
+_SUPPORTED_FORMAT = "coco_detection"  # the default
 _KNOWN_FORMATS = ("coco_detection", "coco_panoptic")  # transformers' AnnotationFormat values
 _DATA_FORMATS = ("channels_first", "channels_last")
 
@@ -82,6 +94,8 @@ class _Settings:
     do_convert_annotations: bool
     do_convert_rgb: bool | None = None
     format: str = _SUPPORTED_FORMAT
+    return_segmentation_masks: bool = False
+    masks_path: str | None = None
     input_data_format: str | None = None
     data_format: str = "channels_first"
 
@@ -101,8 +115,6 @@ def _validate_format(value: Any) -> str:
     name = str(getattr(value, "value", value))
     if name not in _KNOWN_FORMATS:
         raise ValueError(f"{value!r} is not a valid annotation format; use one of {list(_KNOWN_FORMATS)}.")
-    if name != _SUPPORTED_FORMAT:
-        raise ValueError(f"format={name!r} is not supported: this processor handles 'coco_detection' annotations only.")
     return name
 
 
@@ -151,8 +163,13 @@ class DetrCustomImageProcessor(BaseImageProcessor):
         do_convert_annotations (`bool`, *optional*, defaults to `True`): Return boxes as normalised
             `(cx, cy, w, h)` relative to the resized, unpadded image; `False` returns absolute `(x0, y0, x1, y1)`
             in the resized image.
-        format (`str`, *optional*, defaults to `"coco_detection"`): The only supported annotation format; checked
-            when a call uses it (an unknown format raises there, as in transformers; `"coco_panoptic"` raises too).
+        format (`str`, *optional*, defaults to `"coco_detection"`): `"coco_detection"` (objects with `bbox`,
+            optionally `segmentation` as polygons, RLE or a binary array) or `"coco_panoptic"` (`segments_info`
+            and the PNG of segment ids under `masks_path`; masks are always returned). Checked when a call uses
+            it (an unknown format raises there, as in transformers).
+        return_segmentation_masks (`bool`, *optional*, defaults to `False`): Also return `masks`
+            `(n, height, width)` uint8 in each label, resized (nearest) and padded with the image.
+        masks_path (`str`, *optional*): The folder of the panoptic PNGs (`format="coco_panoptic"`).
         do_convert_rgb (`bool`, *optional*): `True` composites transparency onto white (transformers'
             `convert_to_rgb`); otherwise the alpha channel is dropped.
 
@@ -182,6 +199,8 @@ class DetrCustomImageProcessor(BaseImageProcessor):
         do_convert_annotations: bool = True,
         format: str = "coco_detection",
         do_convert_rgb: bool | None = None,
+        return_segmentation_masks: bool = False,
+        masks_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         max_size = kwargs.pop("max_size", None)  # legacy DETR configs: {"size": 800, "max_size": 1333}
@@ -202,6 +221,8 @@ class DetrCustomImageProcessor(BaseImageProcessor):
             do_convert_annotations=bool(do_convert_annotations),
             do_convert_rgb=do_convert_rgb,
             format=str(getattr(format, "value", format)),  # checked at call time, as transformers
+            return_segmentation_masks=bool(return_segmentation_masks),
+            masks_path=None if masks_path is None else str(masks_path),
             data_format="channels_first",
         )
         settings = _validate_settings(settings)
@@ -217,6 +238,7 @@ class DetrCustomImageProcessor(BaseImageProcessor):
         values = {name: overrides.get(name, getattr(self, name, None)) for name in _OVERRIDABLE}
         values["data_format"] = values["data_format"] or "channels_first"
         values["format"] = values["format"] or _SUPPORTED_FORMAT
+        values["return_segmentation_masks"] = bool(values["return_segmentation_masks"])
         return _validate_settings(_Settings(**values))
 
     def __call__(
@@ -251,7 +273,7 @@ class DetrCustomImageProcessor(BaseImageProcessor):
     ) -> BatchFeature:
         """See `__call__`."""
         settings = self._settings(overrides)
-        _validate_format(settings.format)
+        panoptic = _validate_format(settings.format) == "coco_panoptic"
         stack = _validate_return_tensors(return_tensors)
         image_list = [
             image_to_tensor(image, i, len(settings.image_mean), settings.input_data_format, settings.do_convert_rgb)
@@ -265,8 +287,14 @@ class DetrCustomImageProcessor(BaseImageProcessor):
                     f"Got {len(image_list)} images but {len(annotation_list)} annotations; pass one "
                     "{'image_id': ..., 'annotations': [...]} dict per image."
                 )
+            if panoptic:
+                annotation_list = [
+                    panoptic_to_detection(annotation, settings.masks_path, i)
+                    for i, annotation in enumerate(annotation_list)
+                ]
+            with_masks = panoptic or settings.return_segmentation_masks
             targets = [
-                prepare_target(annotation, i, tuple(image.shape[-2:]))
+                prepare_target(annotation, i, tuple(image.shape[-2:]), with_masks)
                 for i, (annotation, image) in enumerate(zip(annotation_list, image_list))
             ]
         if settings.do_resize:
@@ -279,6 +307,7 @@ class DetrCustomImageProcessor(BaseImageProcessor):
                 finalize_target(target, tuple(image.shape[-2:]), settings.do_convert_annotations)
                 for target, image in zip(targets, image_list)
             ]
+            _pad_masks(data["labels"], data["pixel_mask"])
         return BatchFeature(data=data)
 
     def pad(
@@ -321,6 +350,54 @@ class DetrCustomImageProcessor(BaseImageProcessor):
     ) -> list[dict[str, Tensor]]:
         """Turns model outputs into scored boxes per image: see `post_processing.post_process_object_detection`."""
         return post_process_object_detection(outputs, threshold, target_sizes, top_k)
+
+    def post_process_instance_masks(
+        self,
+        outputs: Any,
+        threshold: float = 0.0,
+        mask_threshold: float = 0.5,
+        target_sizes: Sizes = None,
+        **options: Any,
+    ) -> list[dict[str, Tensor]]:
+        """Overlapping per-query masks for mask AP: see `segmentation_post_processing.post_process_instance_masks`."""
+        return post_process_instance_masks(outputs, threshold, mask_threshold, target_sizes, **options)
+
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Sizes = None, return_segmentation_scores: bool = False, **options: Any
+    ) -> list[Any]:
+        """Per-pixel class maps: see `segmentation_post_processing.post_process_semantic_segmentation`."""
+        return post_process_semantic_segmentation(outputs, target_sizes, return_segmentation_scores, **options)
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: Sizes = None,
+        return_coco_annotation: bool | None = False,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Instance segments: see `segmentation_post_processing.post_process_instance_segmentation`."""
+        return post_process_instance_segmentation(
+            outputs, threshold, mask_threshold, overlap_mask_area_threshold, target_sizes, return_coco_annotation,
+            **options,
+        )  # fmt: skip
+
+    def post_process_panoptic_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        label_ids_to_fuse: set[int] | None = None,
+        target_sizes: Sizes = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """Panoptic segments: see `segmentation_post_processing.post_process_panoptic_segmentation`."""
+        return post_process_panoptic_segmentation(
+            outputs, threshold, mask_threshold, overlap_mask_area_threshold, label_ids_to_fuse, target_sizes, **options
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -416,6 +493,16 @@ def _normalize_and_pad(images: list[Tensor], settings: _Settings, stack: bool) -
     if stack:
         return {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
     return {"pixel_values": list(pixel_values), "pixel_mask": list(pixel_mask)}
+
+
+def _pad_masks(labels: list[dict[str, Tensor]], pixel_mask: Tensor | list[Tensor]) -> None:
+    """Pads each label's `masks` bottom/right with zeros to its image's padded size (in place)."""
+    for label, image_mask in zip(labels, pixel_mask):
+        masks = label.get("masks")
+        if masks is not None and masks.shape[-2:] != image_mask.shape[-2:]:
+            padded = torch.zeros((len(masks), *image_mask.shape[-2:]), dtype=masks.dtype)
+            padded[:, : masks.shape[1], : masks.shape[2]] = masks
+            label["masks"] = padded
 
 
 def _channels_last(pixel_values: Tensor | list[Tensor]) -> Tensor | list[Tensor]:

@@ -10,26 +10,38 @@ the saved folder then loads with `AutoModelForObjectDetection.from_pretrained(fo
 where this package is not installed. Nothing else happens at import.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForObjectDetection
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageSegmentation,
+    AutoModelForInstanceSegmentation,
+    AutoModelForObjectDetection,
+    AutoModelForUniversalSegmentation,
+)
 
 from image_processing import DetrCustomImageProcessor
 from modeling_detr_custom.model import (
     DetrCustomConfig,
     DetrCustomForObjectDetection,
+    DetrCustomForSegmentation,
     DetrCustomModel,
     DetrCustomModelOutput,
     DetrCustomObjectDetectionOutput,
     DetrCustomPreTrainedModel,
+    DetrCustomSegmentationOutput,
 )
 
 __all__ = [
     "DetrCustomConfig",
     "DetrCustomForObjectDetection",
+    "DetrCustomForSegmentation",
     "DetrCustomImageProcessor",
     "DetrCustomModel",
     "DetrCustomModelOutput",
     "DetrCustomObjectDetectionOutput",
     "DetrCustomPreTrainedModel",
+    "DetrCustomSegmentationOutput",
 ]
 
 
@@ -37,6 +49,14 @@ def _register_auto_classes() -> None:
     AutoConfig.register(DetrCustomConfig.model_type, DetrCustomConfig, exist_ok=True)
     AutoModel.register(DetrCustomConfig, DetrCustomModel, exist_ok=True)
     AutoModelForObjectDetection.register(DetrCustomConfig, DetrCustomForObjectDetection, exist_ok=True)
+    # transformers maps DETR's segmentation model to AutoModelForImageSegmentation only; it also does the instance
+    # and panoptic (universal) tasks, so the instance and universal segmentation Auto classes load it too.
+    for auto_class in (
+        AutoModelForImageSegmentation,
+        AutoModelForInstanceSegmentation,
+        AutoModelForUniversalSegmentation,
+    ):
+        auto_class.register(DetrCustomConfig, DetrCustomForSegmentation, exist_ok=True)
     AutoImageProcessor.register(
         DetrCustomConfig, image_processor_classes={"torchvision": DetrCustomImageProcessor}, exist_ok=True
     )
@@ -51,6 +71,7 @@ def _register_auto_classes() -> None:
     DetrCustomConfig.register_for_auto_class("AutoConfig")
     DetrCustomModel.register_for_auto_class("AutoModel")
     DetrCustomForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
+    DetrCustomForSegmentation.register_for_auto_class("AutoModelForImageSegmentation")
     DetrCustomImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 

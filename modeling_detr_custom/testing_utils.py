@@ -15,8 +15,10 @@ from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfi
 __all__ = [
     "TINY_CONFIG",
     "TINY_FROM_SCRATCH_CONFIG",
+    "TINY_SEGMENTATION_CONFIG",
     "TINY_TRAINING_CONFIG",
     "make_labels",
+    "make_masks",
     "make_pixel_inputs",
     "make_tiny_config",
     "randomize_weights_",
@@ -46,6 +48,9 @@ TINY_FROM_SCRATCH_CONFIG: dict[str, Any] = {
     "freeze_backbone_batch_norm": False,
     "backbone_trainable_layers": 5,
 }
+
+# The segmentation head's GroupNorm needs d_model + heads to be a multiple of 8: 8 heads of 4 channels.
+TINY_SEGMENTATION_CONFIG: dict[str, Any] = {**TINY_CONFIG, "encoder_attention_heads": 8, "decoder_attention_heads": 8}
 
 _TRANSFORMER_FIELDS = (
     "d_model",
@@ -101,6 +106,20 @@ def make_labels(
             }
         )
     return labels
+
+
+def make_masks(labels: list[dict[str, torch.Tensor]], sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+    """`labels` with `masks` `(n, height_i, width_i)` at each image's unpadded `sizes[i]`: every box filled as an
+    ellipse (so that masks are not just boxes)."""
+    with_masks = []
+    for target, (height, width) in zip(labels, sizes):
+        rows = (torch.arange(height, dtype=torch.float32) + 0.5) / height
+        columns = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+        center_x, center_y, box_width, box_height = (value[:, None, None] for value in target["boxes"].unbind(-1))
+        x = (columns[None, None, :] - center_x) / (box_width / 2)
+        y = (rows[None, :, None] - center_y) / (box_height / 2)
+        with_masks.append({**target, "masks": (x**2 + y**2 <= 1).to(torch.uint8)})
+    return with_masks
 
 
 def randomize_weights_(model: nn.Module, seed: int) -> None:

@@ -552,8 +552,8 @@ def test_processor_invalid_format_raises_at_call_time_as_transformers(processors
     built = DetrCustomImageProcessor(format="not_a_format")  # as transformers: accepted here, rejected at the call
     with pytest.raises(ValueError, match="not a valid annotation format"):
         built(image)
-    with pytest.raises(ValueError, match="coco_detection' annotations only"):
-        ours(image, format="coco_panoptic")
+    with pytest.raises(ValueError, match="needs masks_path"):
+        ours(image, [{"image_id": 1, "file_name": "1.png", "segments_info": []}], format="coco_panoptic")
     torch.testing.assert_close(ours(image, format="coco_detection")["pixel_values"], ours(image)["pixel_values"])
 
 

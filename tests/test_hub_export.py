@@ -8,7 +8,13 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForObjectDetection, ResNetConfig
 
-from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection, DetrCustomModel
+from modeling_detr_custom import (
+    DetrCustomConfig,
+    DetrCustomForObjectDetection,
+    DetrCustomForSegmentation,
+    DetrCustomModel,
+)
+from modeling_detr_custom.testing_utils import TINY_SEGMENTATION_CONFIG
 from tests.conftest import make_pixel_inputs, make_tiny_config, run_isolated_python
 
 MODELING_FILES = {
@@ -28,6 +34,7 @@ MODELING_FILES = {
     "model_inputs.py",
     "model_outputs.py",
     "loading_rules.py",
+    "mlp_head.py",
 }
 
 # Runs where the package cannot be imported: only the files saved next to the weights are available.
@@ -133,3 +140,36 @@ def test_trust_remote_code_round_trip_in_a_process_without_the_package(saved, tm
         "AutoModel",
         "AutoModelForObjectDetection",
     }
+
+
+SEGMENTATION_REMOTE_SCRIPT = """
+import sys
+import torch
+from transformers import AutoModelForImageSegmentation
+
+folder, inputs_path, outputs_path = sys.argv[1:4]
+model = AutoModelForImageSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+with torch.no_grad():
+    outputs = model(**torch.load(inputs_path))
+torch.save({"pred_masks": outputs.pred_masks, "module": type(model).__module__}, outputs_path)
+"""
+
+
+def test_segmentation_model_exports_for_trust_remote_code(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = DetrCustomForSegmentation(DetrCustomConfig(**TINY_SEGMENTATION_CONFIG)).eval()
+    folder = tmp_path / "exported"
+    model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForImageSegmentation"] == "modeling_segmentation.DetrCustomForSegmentation"
+    assert "AutoModelForObjectDetection" not in config["auto_map"]  # its weights are under `detr.`
+    copied = {path.name for path in folder.glob("*.py")}
+    assert copied == MODELING_FILES | {"modeling_segmentation.py", "mask_head.py", "mask_losses.py"}
+    inputs = make_pixel_inputs()
+    torch.save(inputs, tmp_path / "inputs.pt")
+    result = run_isolated_python(SEGMENTATION_REMOTE_SCRIPT, [folder, "inputs.pt", "outputs.pt"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "outputs.pt")
+    assert remote["module"].startswith("transformers_modules."), remote["module"]
+    with torch.no_grad():
+        torch.testing.assert_close(remote["pred_masks"], model(**inputs).pred_masks, rtol=0, atol=0)

@@ -116,3 +116,19 @@ def test_the_albumentations_example_runs_as_written_on_a_yolo_folder(tmp_path: P
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("3 torch.Size([")
+
+
+def test_segmentation_example_runs_as_written(tmp_path: Path) -> None:
+    section = (REPO / "README.md").read_text().split("## Segmentation", 1)[1].split("\n## ", 1)[0]
+    script = tmp_path / "segmentation.py"
+    script.write_text(_python_blocks(section)[0])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "torch.Size([1, 10, 16, 16])" in result.stdout and "'PQ': " in result.stdout
+    assert (tmp_path / "shapes" / "annotations" / "panoptic_val.json").is_file()
+    assert (tmp_path / "my-detr-panoptic" / "modeling_segmentation.py").is_file()
+    assert "is not supported for image-segmentation" not in result.stderr

@@ -46,7 +46,7 @@ def test_layout_is_a_coco_folder_with_train_and_val(folder: Path) -> None:
         assert len(set(annotation_ids)) == len(annotation_ids)
         image_ids = {image["id"] for image in coco["images"]}
         for annotation in coco["annotations"]:
-            assert set(annotation) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd"}
+            assert set(annotation) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"}
             assert annotation["image_id"] in image_ids and annotation["category_id"] in (1, 2, 3)
             x, y, w, h = annotation["bbox"]
             assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64 and w > 0 and h > 0
@@ -149,3 +149,43 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert _load(tmp_path, "val")["images"][0]["width"] == 48
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--image-size", "4"])
+
+
+def test_panoptic_and_instance_masks_agree_and_cover_every_pixel(folder: Path) -> None:
+    from pycocotools import mask as coco_mask
+
+    from image_processing.segmentation_masks import rgb_to_id
+    from modeling_detr_custom.data.synthetic import PANOPTIC_CATEGORIES
+    from modeling_detr_custom.evaluation.panoptic_quality import PanopticQualityEvaluator
+
+    panoptic = json.loads((folder / "annotations" / "panoptic_val.json").read_text())
+    instances = _load(folder, "val")
+    assert {c["id"]: c["isthing"] for c in panoptic["categories"]} == {1: 1, 2: 1, 3: 1, 4: 0, 5: 0, 6: 0}
+    evaluator = PanopticQualityEvaluator(PANOPTIC_CATEGORIES)
+    for annotation in panoptic["annotations"]:
+        png = folder / "annotations" / "panoptic_val" / annotation["file_name"]
+        ids = rgb_to_id(np.asarray(Image.open(png).convert("RGB")))
+        segments = annotation["segments_info"]
+        assert sorted(np.unique(ids).tolist()) == sorted(s["id"] for s in segments)  # every pixel, no void
+        assert sum(s["area"] for s in segments) == ids.size
+        things = [s for s in segments if s["category_id"] <= 3]
+        objects = [o for o in instances["annotations"] if o["image_id"] == annotation["image_id"]]
+        assert len(things) == len(objects) and len(segments) == len(things) + 1  # one background segment
+        for thing, obj in zip(things, objects):
+            mask = coco_mask.decode(obj["segmentation"]).astype(bool)
+            np.testing.assert_array_equal(mask, ids == thing["id"])
+            assert obj["bbox"] == thing["bbox"] and obj["area"] == thing["area"] == mask.sum()
+        evaluator.update(ids, segments, ids, segments)
+    assert evaluator.compute()["PQ"] == 100.0
+
+
+def test_panoptic_folder_loads_through_the_processor(folder: Path) -> None:
+    from modeling_detr_custom import DetrCustomImageProcessor
+
+    panoptic = json.loads((folder / "annotations" / "panoptic_train.json").read_text())
+    annotation = next(a for a in panoptic["annotations"] if len(a["segments_info"]) > 1)
+    image = Image.open(folder / "train" / annotation["file_name"])
+    processor = DetrCustomImageProcessor(format="coco_panoptic", size={"shortest_edge": 64, "longest_edge": 64})
+    label = processor(image, annotation, masks_path=folder / "annotations" / "panoptic_train")["labels"][0]
+    assert label["masks"].shape == (len(annotation["segments_info"]), 64, 64)
+    assert int(label["masks"].sum(0).max()) == 1 and int(label["masks"].sum(0).min()) == 1  # a partition

@@ -32,10 +32,12 @@ from torch import Tensor
 from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
 from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfig
 from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
+from modeling_detr_custom.model.modeling_segmentation import DetrCustomForSegmentation
 
 __all__ = [
     "COCO_2017_ID2LABEL",
     "RENAME_TABLE",
+    "TASKS",
     "convert_original_checkpoint",
     "convert_original_state_dict",
     "infer_config_kwargs",
@@ -84,7 +86,14 @@ RENAME_TABLE: tuple[tuple[str, str | None], ...] = (
     ("transformer.decoder.norm.{p}", "model.decoder.layernorm.{p}"),
     ("class_embed.{p}", "class_labels_classifier.{p}"),
     ("bbox_embed.layers.{n}.{p}", "bbox_predictor.layers.{n}.{p}"),
+    # Panoptic (`DETRsegm`): the detector's keys carry a `detr.` prefix on both sides (see `_PANOPTIC_PREFIX`);
+    # the segmentation head keeps the original's names, which are also the Hub names of DetrForSegmentation.
+    ("bbox_attention.{rest}", "bbox_attention.{rest}"),
+    ("mask_head.{rest}", "mask_head.{rest}"),
 )
+# The detector inside a panoptic checkpoint: `detr.<detection key>` becomes `detr.<our detection key>`.
+_PANOPTIC_PREFIX = "detr."
+TASKS = ("detection", "panoptic")
 
 _PLACEHOLDERS = {"n": r"\d+", "p": r"weight|bias", "rest": r"[\w.]+?", "qkv": r"q|k|v"}
 _QKV = ("q", "k", "v")
@@ -145,12 +154,16 @@ def rename_original_key(key: str) -> list[str] | None:
     """Our name(s) for one original parameter name.
 
     Args:
-        key: A facebookresearch/detr state-dict key, e.g. `transformer.encoder.layers.0.linear1.weight`.
+        key: A facebookresearch/detr state-dict key, e.g. `transformer.encoder.layers.0.linear1.weight`, or a
+            panoptic one (`detr.transformer...`, `mask_head.lay1.weight`).
 
     Returns:
         The names this key becomes: one name, three (q, k, v) for a stacked `in_proj_*`, or none for a key the
         table drops on purpose. `None` when no rule matches (an unknown key).
     """
+    if key.startswith(_PANOPTIC_PREFIX):
+        targets = rename_original_key(key.removeprefix(_PANOPTIC_PREFIX))
+        return None if targets is None else [_PANOPTIC_PREFIX + target for target in targets]
     for rule in _RULES:
         match = rule.source.fullmatch(key)
         if match is None:
@@ -165,6 +178,8 @@ def rename_original_key(key: str) -> list[str] | None:
 
 def original_key_for(key: str) -> str:
     """The original name a key of ours comes from (our name itself when no rule produces it)."""
+    if key.startswith(_PANOPTIC_PREFIX):
+        return _PANOPTIC_PREFIX + original_key_for(key.removeprefix(_PANOPTIC_PREFIX))
     for rule in _RULES:
         match = None if rule.target is None else rule.target.fullmatch(key)
         if match is not None:
@@ -295,11 +310,14 @@ def _check_against_model(renamed: _Renamed, expected: Mapping[str, torch.Size]) 
         raise ValueError("the checkpoint does not fit the inferred DETR model: " + "; ".join(problems))
 
 
-def _expected_shapes(config_kwargs: Mapping[str, Any]) -> dict[str, torch.Size]:
+_MODEL_CLASSES = {"detection": DetrCustomForObjectDetection, "panoptic": DetrCustomForSegmentation}
+
+
+def _expected_shapes(config_kwargs: Mapping[str, Any], task: str) -> dict[str, torch.Size]:
     """Every state-dict key and shape of the model `config_kwargs` builds (on the meta device: no memory)."""
     config = DetrCustomConfig(**config_kwargs)
     with torch.device("meta"):
-        model = DetrCustomForObjectDetection(config)
+        model = _MODEL_CLASSES[task](config)
     return {key: value.shape for key, value in model.state_dict().items()}
 
 
@@ -309,31 +327,42 @@ def convert_original_state_dict(
     dilation: bool = False,
     pre_norm: bool | None = None,
     id2label: Mapping[int, str] | None = None,
+    task: str = "detection",
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Rename a facebookresearch/detr state dict to ours and infer the configuration that loads it.
 
     Args:
-        original: The original detection state dict (a checkpoint's "model" entry).
+        original: The original state dict (a checkpoint's "model" entry): a detection `DETR`, or with
+            `task="panoptic"` a `DETRsegm` (`detr.*` keys, `bbox_attention.*`, `mask_head.*`).
         num_heads: Attention heads of every attention layer (the weights cannot tell; the original uses 8).
         dilation: Whether the backbone's last stage is dilated (DC5 checkpoints; the weights cannot tell).
         pre_norm: Expected normalisation placement; `None` infers it from the weights, a value that
             contradicts them is an error.
         id2label: Class names by label index, `num_labels` entries. `None` gives the COCO 2017 names for a
             91-class checkpoint and `LABEL_i` otherwise.
+        task: `"detection"` or `"panoptic"`.
 
     Returns:
         (state dict with our names, `DetrCustomConfig` keyword arguments). The state dict loads with
-        `strict=True` into `DetrCustomForObjectDetection(DetrCustomConfig(**kwargs))`.
+        `strict=True` into `DetrCustomForObjectDetection(DetrCustomConfig(**kwargs))` (detection) or
+        `DetrCustomForSegmentation` (panoptic).
 
     Raises:
-        ValueError: A segmentation checkpoint, unknown or missing keys, a shape that does not match the model
-            the inferred configuration builds, contradicting `pre_norm`, or `id2label` of the wrong size.
+        ValueError: A checkpoint of the other task, unknown or missing keys, a shape that does not match the
+            model the inferred configuration builds, contradicting `pre_norm`, or `id2label` of the wrong size.
     """
-    if any(key.startswith("detr.") for key in original):
-        raise ValueError("this is a DETR panoptic segmentation checkpoint ('detr.*' keys); only detection is supported")
-    config_kwargs = _config_kwargs(original, num_heads, dilation, pre_norm, id2label)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {list(TASKS)}, got {task!r}")
+    is_panoptic = any(key.startswith(_PANOPTIC_PREFIX) for key in original)
+    if is_panoptic != (task == "panoptic"):
+        found = "a panoptic segmentation ('detr.*' keys)" if is_panoptic else "a detection (no 'detr.*' keys)"
+        raise ValueError(
+            f"this is {found} checkpoint; convert it with task={'panoptic' if is_panoptic else 'detection'!r}"
+        )
+    detector = {k.removeprefix(_PANOPTIC_PREFIX): v for k, v in original.items() if k.startswith(_PANOPTIC_PREFIX)}
+    config_kwargs = _config_kwargs(detector if is_panoptic else original, num_heads, dilation, pre_norm, id2label)
     renamed = _rename_all(original)
-    _check_against_model(renamed, _expected_shapes(config_kwargs))
+    _check_against_model(renamed, _expected_shapes(config_kwargs, task))
     return renamed.state_dict, config_kwargs
 
 
@@ -448,7 +477,8 @@ def convert_original_checkpoint(
     dilation: bool | None = None,
     pre_norm: bool | None = None,
     id2label: Mapping[int, str] | None = None,
-) -> DetrCustomForObjectDetection:
+    task: str = "detection",
+) -> DetrCustomForObjectDetection | DetrCustomForSegmentation:
     """Convert a facebookresearch/detr `.pth` into a checkpoint folder `from_pretrained` loads.
 
     Writes `config.json` (with `auto_map`) and `model.safetensors`, plus the image processor's
@@ -462,6 +492,8 @@ def convert_original_checkpoint(
         dilation: DC5 backbone; `None` takes the checkpoint's `args.dilation`, else False.
         pre_norm: See `convert_original_state_dict`.
         id2label: See `convert_original_state_dict`.
+        task: `"detection"` (`detr-r50-e632da11.pth` layouts) or `"panoptic"` (`detr-r50-panoptic`,
+            `detr-r101-panoptic`: a `DetrCustomForSegmentation`).
 
     Returns:
         The converted model, in eval mode.
@@ -478,8 +510,9 @@ def convert_original_checkpoint(
         dilation=_resolve("dilation", dilation, training_args, "dilation", False),
         pre_norm=pre_norm,
         id2label=id2label,
+        task=task,
     )
-    model = DetrCustomForObjectDetection(DetrCustomConfig(**config_kwargs))
+    model = _MODEL_CLASSES[task](DetrCustomConfig(**config_kwargs))
     model.load_state_dict(state_dict, strict=True)
     model.eval()
     model.save_pretrained(output_dir)

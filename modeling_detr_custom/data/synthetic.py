@@ -11,6 +11,11 @@ each class has its own hue family (rectangles red-orange, ellipses green, triang
 hue, saturation and brightness) and backgrounds are desaturated, so class and extent are visible at low
 resolution; the shapes themselves also differ, so the model can use either cue.
 
+For segmentation, every object also carries its visible pixels as a COCO RLE `segmentation` in
+`instances_<split>.json`, and the split is written in COCO panoptic format: `annotations/panoptic_<split>.json`
+and `annotations/panoptic_<split>/NNNNNN.png` (segment ids as RGB), with the shapes as things (ids 1-3) and the
+background as one stuff segment whose category is its texture (`noise` 4, `gradient` 5, `stripes` 6).
+
 Everything is a function of the seed: image `i` of a split draws from `numpy.random.default_rng((seed,
 split, i))`, so changing the number of training images does not change the validation images.
 
@@ -28,28 +33,38 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pycocotools import mask as coco_mask
 
 __all__ = [
     "CATEGORIES",
+    "PANOPTIC_CATEGORIES",
     "SyntheticSpec",
     "ensure_synthetic_dataset",
+    "generate_panoptic_image",
     "generate_image",
     "synthetic_cache_dir",
     "write_synthetic_dataset",
 ]
 
-# Bump when the generator's output changes, so cached data sets are regenerated.
-GENERATOR_VERSION = 1
+# Bump when the generator's output changes, so cached data sets are regenerated (2: masks and panoptic files).
+GENERATOR_VERSION = 2
 
 CATEGORIES = [
     {"id": 1, "name": "rectangle", "supercategory": "shape"},
     {"id": 2, "name": "ellipse", "supercategory": "shape"},
     {"id": 3, "name": "triangle", "supercategory": "shape"},
 ]
+# Things (the shapes) and stuff (the background textures, in the order `_background` draws their kind).
+PANOPTIC_CATEGORIES = [
+    *({**category, "isthing": 1} for category in CATEGORIES),
+    {"id": 4, "name": "noise", "supercategory": "background", "isthing": 0},
+    {"id": 5, "name": "gradient", "supercategory": "background", "isthing": 0},
+    {"id": 6, "name": "stripes", "supercategory": "background", "isthing": 0},
+]
+_FIRST_STUFF_ID = 4
 # Hue range (fraction of the colour wheel) of each category id.
 _HUES = {1: (0.97, 1.08), 2: (0.25, 0.42), 3: (0.55, 0.68)}
 _SPLITS = {"train": 0, "val": 1}
@@ -131,34 +146,59 @@ def ensure_synthetic_dataset(spec: SyntheticSpec, folder: str | Path | None = No
 
 
 def write_synthetic_dataset(out_dir: str | Path, spec: SyntheticSpec) -> Path:
-    """Writes `annotations/instances_{train,val}.json` and `{train,val}/NNNNNN.png` under `out_dir`."""
+    """Writes `annotations/instances_{train,val}.json`, `{train,val}/NNNNNN.png`, and the panoptic annotations
+    `annotations/panoptic_{train,val}.json` + `annotations/panoptic_{train,val}/NNNNNN.png` under `out_dir`."""
     out_dir = Path(out_dir)
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
     for split, count in (("train", spec.num_train), ("val", spec.num_val)):
-        coco = _write_split(out_dir, split, count, spec)
-        with (out_dir / "annotations" / f"instances_{split}.json").open("w") as f:
+        coco, panoptic = _write_split(out_dir, split, count, spec)
+        with (out_dir / "annotations" / f"panoptic_{split}.json").open("w") as f:
+            json.dump(panoptic, f)
+        with (out_dir / "annotations" / f"instances_{split}.json").open("w") as f:  # last: marks completion
             json.dump(coco, f)
     return out_dir
 
 
-def _write_split(out_dir: Path, split: str, count: int, spec: SyntheticSpec) -> dict[str, Any]:
+def _write_split(out_dir: Path, split: str, count: int, spec: SyntheticSpec) -> tuple[dict, dict]:
     (out_dir / split).mkdir(parents=True, exist_ok=True)
-    images, annotations, writes = [], [], []
+    (out_dir / "annotations" / f"panoptic_{split}").mkdir(parents=True, exist_ok=True)
+    images, annotations, panoptic_annotations, writes = [], [], [], []
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # PNG encoding drops the GIL
         for index in range(count):
             rng = np.random.default_rng((spec.seed, _SPLITS[split], index))
-            pixels, objects = generate_image(rng, spec.image_size, spec.max_objects)
+            pixels, objects, segment_ids, stuff_id = generate_panoptic_image(rng, spec.image_size, spec.max_objects)
             file_name = f"{index + 1:06d}.png"
             writes.append(pool.submit(Image.fromarray(pixels).save, out_dir / split / file_name, compress_level=1))
+            id_png = np.stack([segment_ids % 256, segment_ids // 256 % 256, segment_ids // 65536], -1).astype(np.uint8)
+            png_path = out_dir / "annotations" / f"panoptic_{split}" / file_name
+            writes.append(pool.submit(Image.fromarray(id_png).save, png_path, compress_level=1))
             images.append(
                 {"id": index + 1, "file_name": file_name, "width": spec.image_size, "height": spec.image_size}
             )
-            for obj in objects:
-                annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "iscrowd": 0, **obj})
+            segments_info = []
+            for segment_id, obj in enumerate(objects, start=1):
+                mask = obj.pop("mask")
+                rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode("ascii")
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": index + 1, "iscrowd": 0, **obj, "segmentation": rle}
+                )
+                segments_info.append({"id": segment_id, "iscrowd": 0, **obj})
+            background = segment_ids == len(objects) + 1
+            if background.any():
+                ys, xs = np.nonzero(background)
+                bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+                segments_info.append(
+                    {"id": len(objects) + 1, "category_id": stuff_id, "iscrowd": 0, "bbox": bbox,
+                     "area": int(background.sum())}
+                )  # fmt: skip
+            panoptic_annotations.append({"image_id": index + 1, "file_name": file_name, "segments_info": segments_info})
         for write in writes:
             write.result()  # re-raises a failed write (e.g. disk full)
     info = {"description": "detr-custom synthetic shapes", "generator_version": GENERATOR_VERSION, **asdict(spec)}
-    return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+    panoptic = {"info": info, "images": images, "annotations": panoptic_annotations, "categories": PANOPTIC_CATEGORIES}
+    return coco, panoptic
 
 
 def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) -> tuple[np.ndarray, list[dict]]:
@@ -168,7 +208,21 @@ def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) 
         The pixels `(image_size, image_size, 3)` uint8, and per visible shape a dict with `category_id`,
         `bbox` (COCO `[x, y, w, h]` of its visible pixels) and `area` (visible pixel count).
     """
-    pixels = _background(rng, image_size)
+    pixels, objects, _, _ = generate_panoptic_image(rng, image_size, max_objects)
+    return pixels, [{key: value for key, value in obj.items() if key != "mask"} for obj in objects]
+
+
+def generate_panoptic_image(
+    rng: np.random.Generator, image_size: int, max_objects: int
+) -> tuple[np.ndarray, list[dict], np.ndarray, int]:
+    """Draws one image with its panoptic segmentation (the same pixels as `generate_image` for the same `rng`).
+
+    Returns:
+        The pixels; per visible shape `category_id`, `bbox`, `area` and `mask` (`(size, size)` bool, its visible
+        pixels); the segment ids `(size, size)` int64 (shape `i` is `i + 1`, the background `len(shapes) + 1`);
+        and the background's stuff category id.
+    """
+    pixels, background_kind = _background(rng, image_size)
     owner = np.full((image_size, image_size), -1, dtype=np.int16)  # index of the shape owning each pixel
     shapes: list[tuple[int, np.ndarray]] = []  # (category id, RGB colour)
     empty = rng.random() < _EMPTY_IMAGE_PROBABILITY or max_objects == 0
@@ -183,9 +237,10 @@ def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) 
         ys, xs = np.nonzero(visible)
         x0, y0 = int(xs.min()), int(ys.min())
         bbox = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
-        objects.append({"category_id": category_id, "bbox": bbox, "area": int(visible.sum())})
+        objects.append({"category_id": category_id, "bbox": bbox, "area": int(visible.sum()), "mask": visible})
     pixels += 4.0 * rng.standard_normal(pixels.shape, dtype=np.float32)  # a little sensor noise everywhere
-    return np.clip(pixels, 0, 255).astype(np.uint8), objects
+    segment_ids = np.where(owner >= 0, owner.astype(np.int64) + 1, len(shapes) + 1)
+    return np.clip(pixels, 0, 255).astype(np.uint8), objects, segment_ids, _FIRST_STUFF_ID + background_kind
 
 
 def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, index: int) -> bool:
@@ -242,8 +297,8 @@ def _shape_colour(rng: np.random.Generator, category_id: int) -> np.ndarray:
     return np.array([red, green, blue], dtype=np.float32) * 255.0
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A desaturated texture `(size, size, 3)` float: smooth noise, a gradient, or stripes."""
+def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, int]:
+    """A desaturated texture `(size, size, 3)` float: smooth noise (kind 0), a gradient (1) or stripes (2)."""
     colour_a, colour_b = _muted_colour(rng), _muted_colour(rng)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
     kind = int(rng.integers(0, 3))
@@ -257,7 +312,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         angle, frequency = rng.uniform(0.0, np.pi), rng.uniform(3.0, 10.0)
         weight = 0.5 + 0.5 * np.sin(2 * np.pi * frequency * (np.cos(angle) * xs + np.sin(angle) * ys))
     texture = colour_a + weight[..., None].astype(np.float32) * (colour_b - colour_a)
-    return texture + 8.0 * rng.standard_normal((size, size, 1), dtype=np.float32)
+    return texture + 8.0 * rng.standard_normal((size, size, 1), dtype=np.float32), kind
 
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:

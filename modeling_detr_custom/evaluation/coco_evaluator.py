@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -58,7 +59,7 @@ PER_CLASS_METRIC_NAMES = ("AP", "AP50", "AR100")
 
 
 class CocoEvaluator:
-    """Accumulates detections and scores them with `pycocotools.cocoeval.COCOeval` (bbox).
+    """Accumulates detections and scores them with `pycocotools.cocoeval.COCOeval` (bbox, or segm for masks).
 
     Args:
         coco_gt: Ground truth of the evaluated split (e.g. `DetectionSplit.coco`), with the data set's own
@@ -66,9 +67,16 @@ class CocoEvaluator:
         mapping: Maps predicted contiguous `labels` back to those category ids. May be omitted when every
             prediction carries `category_ids` (as `predictions_from_outputs(..., mapping=...)` returns).
         verbose: Let pycocotools print its own summary.
+        iou_type: `"bbox"` (boxes) or `"segm"` (mask AP: every prediction also carries `masks`, and the ground
+            truth its `segmentation`).
     """
 
-    def __init__(self, coco_gt: COCO, mapping: CategoryMapping | None = None, verbose: bool = False) -> None:
+    def __init__(
+        self, coco_gt: COCO, mapping: CategoryMapping | None = None, verbose: bool = False, iou_type: str = "bbox"
+    ) -> None:
+        if iou_type not in ("bbox", "segm"):
+            raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}.")
+        self.iou_type = iou_type
         self.coco_gt = coco_gt
         self.mapping = mapping
         self.verbose = verbose
@@ -85,7 +93,8 @@ class CocoEvaluator:
         Args:
             predictions: Per image `{"image_id": int, "scores": (n,), "labels": (n,) contiguous labels,
                 "boxes": (n, 4) xyxy absolute pixels of the original image}`, tensors or arrays; optionally
-                `"category_ids": (n,)` (the data set's ids), used instead of mapping `labels`.
+                `"category_ids": (n,)` (the data set's ids), used instead of mapping `labels`; for `iou_type="segm"`
+                `"masks": (n, height, width)` bool in the original image (kept as COCO RLE).
 
         Raises:
             ValueError: For an image id missing from the ground truth, mismatched lengths, or labels that
@@ -117,7 +126,7 @@ class CocoEvaluator:
             `metrics_for_json` and `metrics_for_trackers` turn -1 into null / leave it out.
         """
         coco_dt = self._detections_as_coco()
-        coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+        coco_eval = COCOeval(self.coco_gt, coco_dt, iouType=self.iou_type)
         if self.predictions:
             coco_eval.params.imgIds = sorted(self.predictions)
         output = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
@@ -151,7 +160,15 @@ class CocoEvaluator:
                 f"image_id {image_id}: {len(scores)} scores, {len(boxes_xyxy)} boxes and {len(category_ids)} labels; "
                 "they must have the same length."
             )
-        return {"image_id": np.int64(image_id), "scores": scores, "boxes": boxes_xyxy, "category_ids": category_ids}
+        converted = {
+            "image_id": np.int64(image_id),
+            "scores": scores,
+            "boxes": boxes_xyxy,
+            "category_ids": category_ids,
+        }
+        if self.iou_type == "segm":
+            converted["segmentation"] = _masks_to_rles(prediction.get("masks"), len(scores), image_id)
+        return converted
 
     def detections(self) -> list[dict[str, Any]]:
         """The detections in COCO results format: `[{"image_id", "category_id", "bbox" (xywh), "score"}]`.
@@ -161,21 +178,18 @@ class CocoEvaluator:
         detections = []
         for prediction in self.predictions.values():
             boxes_xywh = box_xyxy_to_xywh(torch.from_numpy(prediction["boxes"])).tolist()
-            for box, score, category_id in zip(boxes_xywh, prediction["scores"].tolist(), prediction["category_ids"]):
-                detections.append(
-                    {
-                        "image_id": int(prediction["image_id"]),
-                        "category_id": int(category_id),
-                        "bbox": box,
-                        "score": score,
-                    }
-                )
+            rles = prediction.get("segmentation", [None] * len(boxes_xywh))
+            for box, score, category_id, rle in zip(
+                boxes_xywh, prediction["scores"].tolist(), prediction["category_ids"], rles
+            ):
+                detection = {"image_id": int(prediction["image_id"]), "category_id": int(category_id), "bbox": box}
+                detections.append({**detection, "score": score, **({} if rle is None else {"segmentation": rle})})
         return detections
 
     def _detections_as_coco(self) -> COCO:
         """The detections as a COCO results object (also when there are none, which `loadRes` rejects)."""
         annotations = [
-            {**detection, "id": index, "area": detection["bbox"][2] * detection["bbox"][3], "iscrowd": 0}
+            {**detection, "id": index, "area": _area(detection), "iscrowd": 0}
             for index, detection in enumerate(self.detections(), start=1)
         ]
         coco_dt = COCO()
@@ -187,6 +201,22 @@ class CocoEvaluator:
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt.createIndex()
         return coco_dt
+
+
+def _area(detection: Mapping[str, Any]) -> float:
+    if "segmentation" in detection:
+        return float(mask_utils.area(detection["segmentation"]))
+    return detection["bbox"][2] * detection["bbox"][3]
+
+
+def _masks_to_rles(masks: Any, count: int, image_id: int) -> list[dict[str, Any]]:
+    """`(n, height, width)` binary masks -> n COCO RLEs (`segm` evaluation needs one per prediction)."""
+    if masks is None:
+        raise ValueError(f"image_id {image_id}: iou_type='segm' needs 'masks' (n, height, width) in every prediction.")
+    masks = _as_array(masks).astype(np.uint8)
+    if masks.ndim != 3 or len(masks) != count:
+        raise ValueError(f"image_id {image_id}: 'masks' has shape {masks.shape}; expected ({count}, height, width).")
+    return [mask_utils.encode(np.asfortranarray(mask)) for mask in masks]
 
 
 def predictions_from_outputs(

@@ -13,12 +13,15 @@ from .modeling_detr_custom import (
     DetrCustomObjectDetectionOutput,
     DetrCustomPreTrainedModel,
 )
+from .modeling_segmentation import DetrCustomForSegmentation, DetrCustomSegmentationOutput
 
 __all__ = [
     "DetrCustomConfig",
     "DetrCustomForObjectDetection",
+    "DetrCustomForSegmentation",
     "DetrCustomModel",
     "DetrCustomModelOutput",
     "DetrCustomObjectDetectionOutput",
     "DetrCustomPreTrainedModel",
+    "DetrCustomSegmentationOutput",
 ]

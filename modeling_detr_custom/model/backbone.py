@@ -167,9 +167,31 @@ class TimmConvEncoder(_StagedConvEncoder):
     def forward(self, pixel_values: Tensor) -> Tensor:
         """Maps `(batch_size, num_channels, height, width)` images to the last feature map
         `(batch_size, channels, height / stride, width / stride)` (channels-last if `self.channels_last`)."""
+        return self.forward_stages(pixel_values)[-1]
+
+    def forward_stages(self, pixel_values: Tensor) -> list[Tensor]:
+        """The feature maps of the stages `enable_stage_outputs` asked for (first to last), or the last one only."""
         if self.channels_last and self._channels_last_pays_off(pixel_values):
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        return self.model(pixel_values)[-1]
+        return list(self.model(pixel_values))
+
+    def enable_stage_outputs(self) -> list[int]:
+        """Makes `forward_stages` return every stage's feature map (stem first), for the segmentation mask head.
+
+        Detection keeps the last map only, so the earlier (large) maps are freed as soon as they are used. timm's
+        features model returns the modules named in its `return_layers`; every stage module is already part of it.
+
+        Returns:
+            The channels of every stage, stem first.
+
+        Raises:
+            ValueError: the backbone's timm features model cannot return its intermediate stages.
+        """
+        names = [info["module"].replace(".", "_") for info in self.model.feature_info.info]
+        if not isinstance(getattr(self.model, "return_layers", None), dict) or not all(n in self.model for n in names):
+            raise ValueError(f"backbone {type(self.model).__name__} cannot return its intermediate stages.")
+        self.model.return_layers = {name: str(index) for index, name in enumerate(names)}
+        return [info["num_chs"] for info in self.model.feature_info.info]
 
     def _channels_last_pays_off(self, pixel_values: Tensor) -> bool:
         """Only on large enough batches, where the faster convolutions outweigh converting the activations (and in
@@ -217,6 +239,24 @@ class TransformersConvEncoder(_StagedConvEncoder):
         """Maps `(batch_size, num_channels, height, width)` images to the last feature map
         `(batch_size, channels, height / stride, width / stride)`."""
         return self.model(pixel_values).feature_maps[-1]
+
+    def forward_stages(self, pixel_values: Tensor) -> list[Tensor]:
+        """The feature maps of the backbone's `out_features` (its config's), first to last."""
+        return list(self.model(pixel_values).feature_maps)
+
+    def enable_stage_outputs(self) -> list[int]:
+        """The channels of the stages `forward_stages` returns (the backbone config's `out_features`).
+
+        Raises:
+            ValueError: fewer than four stages are returned (the mask head needs the last four).
+        """
+        channels = list(self.model.channels)
+        if len(channels) < 4:
+            raise ValueError(
+                f"the transformers backbone returns {len(channels)} feature maps; segmentation needs the last four "
+                "stages: set out_features=['stage1', 'stage2', 'stage3', 'stage4'] in backbone_config."
+            )
+        return channels
 
 
 _STAGE_PATTERN = re.compile(r"(?:^|\.)stages\.(\d+)\.")
@@ -271,3 +311,11 @@ class DetrCustomBackbone(nn.Module):
         if pixel_mask is None:
             return feature_map, None
         return feature_map, downsample_pixel_mask(pixel_mask, feature_map.shape[-2:])
+
+    def forward_stages(self, pixel_values: Tensor, pixel_mask: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
+        """As `forward`, with the feature maps of every stage the conv encoder returns (first to last; see
+        `enable_stage_outputs`) and the mask of the last one."""
+        feature_maps = self.conv_encoder.forward_stages(pixel_values)
+        if pixel_mask is None:
+            return feature_maps, None
+        return feature_maps, downsample_pixel_mask(pixel_mask, feature_maps[-1].shape[-2:])

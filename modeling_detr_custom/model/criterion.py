@@ -166,6 +166,21 @@ class SetCriterion(nn.Module):
         Raises:
             ValueError: If shapes, keys or target labels are invalid, or the matching cost is not finite.
         """
+        loss, loss_dict, _, _ = self._losses_and_matches(
+            logits, pred_boxes, targets, auxiliary_outputs, num_query_groups
+        )
+        return loss, loss_dict
+
+    def _losses_and_matches(
+        self,
+        logits: Tensor,
+        pred_boxes: Tensor,
+        targets: list[dict[str, Tensor]],
+        auxiliary_outputs: list[dict[str, Tensor]] | None,
+        num_query_groups: int,
+    ) -> tuple[Tensor, dict[str, Tensor], _Matches, Tensor | float]:
+        """`forward`'s `(loss, loss_dict)`, plus the matched pairs of every layer and the box normaliser (for the
+        terms a subclass adds on the final layer, e.g. the mask losses)."""
         outputs = [*(auxiliary_outputs or []), {"logits": logits, "pred_boxes": pred_boxes}]
         self._check_outputs(outputs, num_query_groups)
         with torch.autocast(device_type=logits.device.type, enabled=False):
@@ -177,8 +192,8 @@ class SetCriterion(nn.Module):
             per_layer: dict[str, Tensor] = {}
             for term in self.loss_map.values():
                 per_layer.update(term(all_logits, all_boxes_cxcywh, batch_targets, matches, num_boxes))
-        loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items())
-        return loss, _name_by_layer(per_layer)
+        loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items() if name in per_layer)
+        return loss, _name_by_layer(per_layer), matches, num_boxes
 
     def loss_labels(
         self, logits: Tensor, pred_boxes: Tensor, targets: _Targets, matches: _Matches, num_boxes: Tensor | float

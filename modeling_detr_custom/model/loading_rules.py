@@ -12,11 +12,14 @@ _BASE_WEIGHT_PARTS = frozenset(
     ["backbone", "input_projection", "position_embedding", "encoder", "decoder", "query_position_embeddings"]
 )
 _BASE_PREFIX = "model."
+_SEGMENTATION_PREFIX = "detr."
 
 
 def _is_base_weight(key: str, unexpected: bool) -> bool:
     """Whether a checkpoint key belongs to the backbone or the transformer (with or without the `model.` prefix
-    of the detection head); an unexpected key anywhere under `model.` counts as well."""
+    of the detection head, and `detr.` of the segmentation model); an unexpected key anywhere under `model.`
+    counts as well."""
+    key = key.removeprefix(_SEGMENTATION_PREFIX)
     if unexpected and key.startswith(_BASE_PREFIX):
         return True
     return key.removeprefix(_BASE_PREFIX).split(".", 1)[0] in _BASE_WEIGHT_PARTS

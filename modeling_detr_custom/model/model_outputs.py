@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transformers.models.detr.modeling_detr import DetrModelOutput, DetrObjectDetectionOutput
+from transformers.models.detr.modeling_detr import DetrModelOutput, DetrObjectDetectionOutput, DetrSegmentationOutput
 
-__all__ = ["DetrCustomModelOutput", "DetrCustomObjectDetectionOutput"]
+__all__ = ["DetrCustomModelOutput", "DetrCustomObjectDetectionOutput", "DetrCustomSegmentationOutput"]
 
 
 @dataclass
@@ -44,4 +44,23 @@ class DetrCustomObjectDetectionOutput(DetrObjectDetectionOutput):
         last_hidden_state: `(batch_size, num_queries, d_model)`.
         decoder_hidden_states, decoder_attentions, cross_attentions, encoder_last_hidden_state,
         encoder_hidden_states, encoder_attentions: As in [`DetrCustomModelOutput`].
+    """
+
+
+@dataclass
+class DetrCustomSegmentationOutput(DetrSegmentationOutput):
+    """Output of [`DetrCustomForSegmentation`]: transformers' `DetrSegmentationOutput`, field for field and in its
+    order.
+
+    Args:
+        loss: Total weighted loss (scalar), when `labels` are given.
+        loss_dict: The detection terms of [`DetrCustomObjectDetectionOutput`] plus `loss_mask` (sigmoid focal) and
+            `loss_dice`, when `labels` are given.
+        logits: `(batch_size, num_queries, num_labels + 1)`; the last class is "no object".
+        pred_boxes: `(batch_size, num_queries, 4)`, normalised `(cx, cy, w, h)` relative to the unpadded image.
+        pred_masks: `(batch_size, num_queries, height / 4, width / 4)` mask logits over the padded input (stride
+            4, rounded up).
+        auxiliary_outputs, last_hidden_state, decoder_hidden_states, decoder_attentions, cross_attentions,
+        encoder_last_hidden_state, encoder_hidden_states, encoder_attentions: As in
+            [`DetrCustomObjectDetectionOutput`].
     """

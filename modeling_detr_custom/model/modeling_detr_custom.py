@@ -22,6 +22,7 @@ from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
 from .loading_rules import check_base_weights, explain_load_error
 from .matcher import HungarianMatcher
+from .mlp_head import DetrCustomMLPPredictionHead
 from .model_inputs import as_encoder_output, check_pixel_inputs, per_group, square_feature_map
 from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
 from .position_embedding import UniformEmbedding, build_position_embedding
@@ -257,6 +258,30 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         output_hidden_states = _default(output_hidden_states, self.config.output_hidden_states)
         return_dict = _default(return_dict, self.config.return_dict)
         features, position_embeddings, key_padding_mask = self._encoder_inputs(pixel_values, pixel_mask, inputs_embeds)
+        output = self._encode_decode(
+            features,
+            position_embeddings,
+            key_padding_mask,
+            encoder_outputs,
+            decoder_inputs_embeds,
+            decoder_attention_mask,
+            output_attentions,
+            output_hidden_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _encode_decode(
+        self,
+        features: Tensor,
+        position_embeddings: Tensor,
+        key_padding_mask: Tensor | None,
+        encoder_outputs: BaseModelOutput | tuple[Tensor, ...] | None,
+        decoder_inputs_embeds: Tensor | None,
+        decoder_attention_mask: Tensor | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ) -> DetrCustomModelOutput:
+        """Runs the encoder (unless `encoder_outputs` are given) and the decoder on flattened `(B, HW, D)` features."""
         if encoder_outputs is None:
             encoder_output = self.encoder(
                 features, position_embeddings, key_padding_mask, output_attentions, output_hidden_states
@@ -283,7 +308,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             decoder_inputs_embeds=decoder_inputs_embeds,
             decoder_attention_mask=decoder_attention_mask,
         )
-        output = DetrCustomModelOutput(
+        return DetrCustomModelOutput(
             last_hidden_state=decoder_output.last_hidden_state,
             decoder_hidden_states=decoder_output.hidden_states,
             decoder_attentions=decoder_output.attentions,
@@ -293,7 +318,6 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             encoder_attentions=encoder_outputs.attentions,
             intermediate_hidden_states=decoder_output.intermediate_hidden_states,
         )
-        return output if return_dict else output.to_tuple()
 
     def _encoder_inputs(
         self, pixel_values: Tensor | None, pixel_mask: Tensor | None, inputs_embeds: Tensor | None
@@ -383,29 +407,6 @@ def _merge_groups(hidden_states: Tensor, num_groups: int) -> Tensor:
     """`(..., B * G, Q, D)` -> `(..., B, G * Q, D)`: each image's query groups side by side, group 0 first."""
     *leading, batch_groups, num_queries, hidden_size = hidden_states.shape
     return hidden_states.reshape(*leading, batch_groups // num_groups, num_groups * num_queries, hidden_size)
-
-
-class DetrCustomMLPPredictionHead(nn.Module):
-    """MLP with ReLU between layers (the box head: `layers.0`, `layers.1`, `layers.2`).
-
-    Args:
-        input_dim: Input features.
-        hidden_dim: Hidden features.
-        output_dim: Output features.
-        num_layers: Number of Linear layers.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
-        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(dims_in, dims_out))
-
-    def forward(self, hidden_states: Tensor) -> Tensor:
-        """Maps `(..., input_dim)` to `(..., output_dim)`."""
-        for layer in self.layers[:-1]:
-            hidden_states = nn.functional.relu(layer(hidden_states))
-        return self.layers[-1](hidden_states)
 
 
 class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):

@@ -2,6 +2,7 @@
 
 python scripts/convert_original_checkpoint.py detr-r50-e632da11.pth detr-resnet-50
 python scripts/convert_original_checkpoint.py detr-r101-dc5-a2e86def.pth detr-resnet-101-dc5 --dilation
+python scripts/convert_original_checkpoint.py detr-r50-panoptic-00ce5173.pth detr-resnet-50-panoptic --task panoptic
 
 The weights determine d_model, the encoder/decoder layer counts, the FFN size, the number of queries and classes,
 the ResNet depth, pre-norm and the position embedding type. The options cover what they do not. The output
@@ -15,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeling_detr_custom.apps.convert_original import convert_original_checkpoint, read_id2label
+from modeling_detr_custom.apps.convert_original import TASKS, convert_original_checkpoint, read_id2label
 
 
 @dataclass
@@ -26,6 +27,7 @@ class ConvertArguments:
     dilation: bool | None
     pre_norm: bool | None
     id2label: Path | None
+    task: str
 
 
 def parse_arguments(argv: list[str] | None = None) -> ConvertArguments:
@@ -62,6 +64,13 @@ def parse_arguments(argv: list[str] | None = None) -> ConvertArguments:
         "default: the COCO 2017 names at their category ids for 91-class checkpoints (the original trains on "
         "raw COCO ids), LABEL_i otherwise",
     )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="detection",
+        help="detection: a DETR checkpoint (detr-r50-e632da11.pth, ...); panoptic: a DETRsegm checkpoint "
+        "(detr-r50-panoptic, detr-r101-panoptic), written as DetrCustomForSegmentation (default: detection)",
+    )
     args = parser.parse_args(argv)
     return ConvertArguments(**vars(args))
 
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             dilation=args.dilation,
             pre_norm=args.pre_norm,
             id2label=id2label,
+            task=args.task,
         )
     except (ValueError, FileNotFoundError) as err:
         print("error: " + " ".join(str(err).split()), file=sys.stderr)
