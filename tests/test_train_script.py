@@ -98,7 +98,7 @@ def test_two_process_run_trains_evaluates_and_saves(workdir: Path) -> None:
 
 
 def test_resume_after_kill_matches_uninterrupted_run(workdir: Path) -> None:
-    common = ("--max_steps", "6", "--save_steps", "2", "--eval_steps", "100")
+    common = ("--max_steps", "6", "--save_steps", "2", "--eval_steps", "100", "--ema_decay", "0.9")
     _run(_train_command(workdir, workdir / "straight", *common, "--report_to", "tensorboard"), workdir)
     _assert_every_loss_term_logged(workdir / "straight" / "runs")
 
@@ -123,6 +123,12 @@ def test_resume_after_kill_matches_uninterrupted_run(workdir: Path) -> None:
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=name)
+    # The EMA of the weights continues as if never interrupted (custom_checkpoint_1: the EMA after the scheduler).
+    ema = [torch.load(run / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=True) for run in (
+        workdir / "straight", interrupted)]  # fmt: skip
+    assert ema[0]["num_updates"] == ema[1]["num_updates"] == 6
+    for name, value in ema[0]["shadow"].items():
+        torch.testing.assert_close(ema[1]["shadow"][name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def _assert_every_loss_term_logged(log_dir: Path) -> None:

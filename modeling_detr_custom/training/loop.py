@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from modeling_detr_custom.training.checkpointing import (
     save_checkpoint,
 )
 from modeling_detr_custom.training.distributed import make_accelerator
+from modeling_detr_custom.training.ema import ModelEma
 from modeling_detr_custom.training.hub import push_folder_to_hub, save_hub_checkpoint
 from modeling_detr_custom.training.logging_utils import LossMeter, progress_interval
+from modeling_detr_custom.training.model_selection import early_stopping_counter, is_better, metric_value
 from modeling_detr_custom.training.models import load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_optimizer
 from modeling_detr_custom.training.run_state import (
@@ -70,6 +73,7 @@ class _Run:
     eval: DetectionSplit
     steps_per_epoch: int
     max_steps: int
+    ema: ModelEma | None = None
 
 
 def train(args: DetrTrainingArguments, given: set[str] | None = None) -> TrainResult:
@@ -98,15 +102,20 @@ def train(args: DetrTrainingArguments, given: set[str] | None = None) -> TrainRe
         mininterval=progress_interval(),
     )
     meter = LossMeter()
-    while progress.step < run.max_steps:
+    while progress.step < run.max_steps and not _should_stop(args, progress):
         if _train_epoch(run, args, progress, bar, meter):
             _evaluate_and_save(run, args, progress, epoch_end=True)
     bar.close()
+    if _should_stop(args, progress):
+        accelerator.print(
+            f"Early stopping at step {progress.step}: {args.metric_for_best_model} did not improve by more than "
+            f"{args.early_stopping_threshold} in {progress.evaluations_without_improvement} evaluations."
+        )
     if progress.metrics_step != progress.step:
         _evaluate(run, args, progress)
     if not is_checkpoint_of(Path(args.output_dir) / f"checkpoint-{progress.step}", progress.run_id):
         save_checkpoint(accelerator, args.output_dir, progress, keep=args.save_total_limit)
-    last_dir = _save_model(run, args, output_dir / "last", progress.metrics)
+    last_dir = _save_model(run, args, output_dir / "last", progress.metrics, progress.weights)
     best_dir = output_dir / "best" if (output_dir / "best").is_dir() else None
     if accelerator.is_main_process:
         _report_skipped(run)
@@ -167,13 +176,23 @@ def _setup(args: DetrTrainingArguments) -> _Run:
     steps_per_epoch = max(math.ceil(len(train_loader) / args.gradient_accumulation_steps), 1)
     max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     # Not passed to `prepare`: Accelerate would step it once per process; it counts optimizer steps.
-    scheduler = build_lr_scheduler(optimizer, args.lr_drop_step(steps_per_epoch))
+    scheduler = build_lr_scheduler(
+        optimizer,
+        args.lr_drop_step(steps_per_epoch),
+        warmup_steps=args.num_warmup_steps(max_steps),
+        scheduler_type=args.lr_scheduler_type,
+        num_training_steps=max_steps,
+    )
     accelerator.register_for_checkpointing(scheduler)
+    ema = None
+    if args.ema_decay > 0:
+        ema = ModelEma(accelerator.unwrap_model(model), args.ema_decay)
+        accelerator.register_for_checkpointing(ema)
     if args.report_to != "none":
         accelerator.init_trackers("detr-custom", config=_hparams(args))
     return _Run(
         accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-        train_split, eval_split, steps_per_epoch, max_steps,
+        train_split, eval_split, steps_per_epoch, max_steps, ema,
     )  # fmt: skip
 
 
@@ -231,9 +250,11 @@ def _train_epoch(
         meter.update(outputs.loss, outputs.loss_dict)
         if accelerator.sync_gradients:
             run.scheduler.step()
+            if run.ema is not None:
+                run.ema.update(accelerator.unwrap_model(model))
             progress.step += 1
             _after_step(run, args, progress, bar, meter)
-            if progress.step >= run.max_steps:
+            if progress.step >= run.max_steps or _should_stop(args, progress):
                 return False
     progress.epoch += 1
     progress.batch_in_epoch = 0
@@ -255,30 +276,65 @@ def _after_step(
 
 
 def _evaluate_and_save(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress, epoch_end: bool) -> None:
-    """Evaluate and/or write a resumable checkpoint when `--eval_steps`/`--save_steps` say so (0 = per epoch)."""
-
-    def due(every: int) -> bool:
-        return epoch_end if every == 0 else (not epoch_end and progress.step % every == 0)
-
-    if due(args.eval_steps):
+    """Evaluate and/or write a resumable checkpoint when `--eval_strategy`/`--save_steps` say so."""
+    eval_due = {
+        "no": False,
+        "epoch": epoch_end,
+        "steps": not epoch_end and progress.step % max(args.eval_steps, 1) == 0,
+    }[args.eval_strategy]
+    if eval_due:
         _evaluate(run, args, progress)
-    if due(args.save_steps):
+    if epoch_end if args.save_steps == 0 else (not epoch_end and progress.step % args.save_steps == 0):
         save_checkpoint(run.accelerator, args.output_dir, progress, keep=args.save_total_limit)
 
 
+def _should_stop(args: DetrTrainingArguments, progress: TrainingProgress) -> bool:
+    patience = args.early_stopping_patience
+    return patience > 0 and progress.evaluations_without_improvement >= patience
+
+
 def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress) -> None:
-    """COCO-evaluate, print the table, log it, and save the model as `best` when its AP is the highest yet."""
+    """COCO-evaluate the weights (and their EMA), print and log the tables, save `best/` on a new best, and count
+    the evaluations without improvement (early stopping).
+
+    With `--ema_decay`, the EMA is chosen when it scores strictly higher on `--metric_for_best_model` than the
+    weights themselves (ties keep the trained weights); the chosen one's metrics are `eval/*` and compete for `best/`.
+    """
     accelerator = run.accelerator
-    evaluator = CocoEvaluator(run.eval.coco, run.eval.mapping)
-    metrics = evaluate_model(run.model, run.eval_loader, run.eval.processor, evaluator, run.eval.mapping, accelerator)
-    metrics = _broadcast(accelerator, metrics)
-    accelerator.print(f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}':")
+    header = f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}'"
+    metrics, weights = _score(run), "model"
+    accelerator.log({f"eval_model/{k}": v for k, v in metrics.items()}, step=progress.step)
+    accelerator.print(f"{header}{', the weights' if run.ema else ''}:")
     accelerator.print(format_metrics_table(metrics))
+    if run.ema is not None:
+        with run.ema.applied_to(accelerator.unwrap_model(run.model)):
+            ema_metrics = _score(run)
+        accelerator.log({f"eval_ema/{k}": v for k, v in ema_metrics.items()}, step=progress.step)
+        accelerator.print(f"{header}, their EMA (decay {args.ema_decay}):")
+        accelerator.print(format_metrics_table(ema_metrics))
+        name = args.metric_for_best_model
+        if is_better(metric_value(ema_metrics, name), metric_value(metrics, name), args.greater_is_better):
+            metrics, weights = ema_metrics, "ema"
+        accelerator.print(f"Kept: {'the EMA' if weights == 'ema' else 'the weights'} (better {name}).")
     accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=progress.step)
-    progress.metrics, progress.metrics_step = metrics, progress.step
-    if progress.best_metrics is None or metrics["AP"] > progress.best_metrics["AP"]:  # ties keep the earlier
-        progress.best_metrics, progress.best_step = metrics, progress.step
-        _save_model(run, args, Path(args.output_dir) / "best", metrics)
+    progress.metrics, progress.metrics_step, progress.weights = metrics, progress.step, weights
+    score = metric_value(metrics, args.metric_for_best_model)
+    best = None if progress.best_metrics is None else metric_value(progress.best_metrics, args.metric_for_best_model)
+    progress.evaluations_without_improvement = early_stopping_counter(
+        progress.evaluations_without_improvement, score, best, args.greater_is_better, args.early_stopping_threshold
+    )
+    if is_better(score, best, args.greater_is_better):  # ties keep the earlier model
+        progress.best_metrics, progress.best_step, progress.best_weights = metrics, progress.step, weights
+        _save_model(run, args, Path(args.output_dir) / "best", metrics, weights)
+
+
+def _score(run: _Run) -> dict[str, float]:
+    """The COCO metrics of the model's current weights on the evaluation split, the same on every process."""
+    evaluator = CocoEvaluator(run.eval.coco, run.eval.mapping)
+    metrics = evaluate_model(
+        run.model, run.eval_loader, run.eval.processor, evaluator, run.eval.mapping, run.accelerator
+    )
+    return _broadcast(run.accelerator, metrics)
 
 
 def _broadcast(accelerator: Accelerator, metrics: dict[str, float] | None) -> dict[str, float]:
@@ -289,8 +345,12 @@ def _broadcast(accelerator: Accelerator, metrics: dict[str, float] | None) -> di
     return box[0]
 
 
-def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: dict | None) -> Path:
+def _save_model(
+    run: _Run, args: DetrTrainingArguments, folder: Path, metrics: dict | None, weights: str = "model"
+) -> Path:
     """Write a Hub folder next to `folder` and swap it in whole: the previous one stays until this one is complete.
+
+    `weights`: "ema" saves the moving average of the weights instead of the weights themselves.
 
     Raises:
         OutputWriteError: disk full or no permission, naming the folder (the previous `folder` is untouched).
@@ -300,20 +360,26 @@ def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: d
     def write() -> None:
         if accelerator.is_main_process:
             tmp = temporary_sibling(folder)
-            save_hub_checkpoint(
-                accelerator.unwrap_model(run.model),
-                run.train.processor,
-                tmp,
-                dataset=args.data,
-                hyperparameters=_hparams(args),
-                metrics=metrics,
-                repo_id=folder.name,
-            )
+            model = accelerator.unwrap_model(run.model)
+            with run.ema.applied_to(model) if weights == "ema" else nullcontext():
+                _write_hub_folder(run, args, model, tmp, metrics, folder.name)
             replace_folder(tmp, folder)
 
     accelerator.wait_for_everyone()
     write_on_every_process(accelerator, write, folder)
     return folder
+
+
+def _write_hub_folder(run: _Run, args: DetrTrainingArguments, model: Any, tmp: Path, metrics: Any, name: str) -> None:
+    save_hub_checkpoint(
+        model,
+        run.train.processor,
+        tmp,
+        dataset=args.data,
+        hyperparameters=_hparams(args),
+        metrics=metrics,
+        repo_id=name,
+    )
 
 
 def check_finite_loss(loss: torch.Tensor, loss_dict: dict, labels: list[dict], step: int) -> None:
