@@ -15,13 +15,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from modeling_detr_custom.apps.cli.train import main as train_main
-from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES
 from modeling_detr_custom.testing_utils import TINY_FROM_SCRATCH_CONFIG
 from modeling_detr_custom.training import loop
 from modeling_detr_custom.training.arguments import DetrTrainingArguments
 from modeling_detr_custom.training.checkpointing import PROGRESS_FILE
 from modeling_detr_custom.training.ema import ModelEma
 from modeling_detr_custom.training.optim import build_lr_scheduler
+from tests.conftest import scripted_scores
 
 DATA = "synthetic:num_train=4,num_val=2,image_size=64,seed=3"
 
@@ -52,29 +52,9 @@ def _progress(checkpoint: Path) -> dict:
     return json.loads((checkpoint / PROGRESS_FILE).read_text())
 
 
-def _scripted_scores(monkeypatch: pytest.MonkeyPatch, model_scores: list[dict], ema_scores: list[dict] = ()):
-    """Evaluations return the next of `model_scores` (`ema_scores` while the EMA is applied); unlisted keys are 0."""
-    queues = {"model": list(model_scores), "ema": list(ema_scores)}
-    applied = {"ema": False}
-    original = ModelEma.applied_to
-
-    def applied_to(self, model):
-        applied["ema"] = True
-        try:
-            with original(self, model):
-                yield model
-        finally:
-            applied["ema"] = False
-
-    def score(run):
-        scores = queues["ema" if applied["ema"] else "model"].pop(0)
-        return {name: float(scores.get(name, 0.0)) for name in METRIC_NAMES}
-
-    from contextlib import contextmanager
-
-    monkeypatch.setattr(ModelEma, "applied_to", contextmanager(applied_to))
-    monkeypatch.setattr(loop, "_score", score)
-    return queues
+def _scripted_scores(monkeypatch: pytest.MonkeyPatch, model_scores: list[dict], ema_scores: list[dict] = ()) -> None:
+    next_scores = scripted_scores(monkeypatch, model_scores, ema_scores)
+    monkeypatch.setattr(loop, "_score", lambda run: next_scores())
 
 
 # --- EMA ------------------------------------------------------------------------------------------------------------
