@@ -229,3 +229,18 @@ def test_warmup_reaches_the_optimizer_in_a_run(workdir: Path) -> None:
                  "--warmup_steps", "4", "--lr_scheduler_type", "cosine")  # fmt: skip
     state = torch.load(run / "checkpoint-2" / "custom_checkpoint_0.pkl", weights_only=False)
     assert state["_last_lr"][0] == pytest.approx(1e-4 * 2 / 4)
+
+
+# --- freezing the backbone ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [("--freeze_backbone",), ("--lr_backbone", "0")])
+def test_a_frozen_backbone_keeps_its_weights_and_batch_norm_statistics(workdir: Path, flag: tuple[str, ...]) -> None:
+    # The tiny model trains BatchNorm in every stage: without freezing, its running statistics move at every step.
+    run = _train(workdir, "frozen", "--max_steps", "2", "--eval_strategy", "no", "--save_steps", "1", *flag)
+    first, second = (load_file(run / f"checkpoint-{step}" / "model.safetensors") for step in (1, 2))
+    backbone = [name for name in first if ".backbone." in name]
+    assert any("running_mean" in name for name in backbone)
+    for name in backbone:
+        assert torch.equal(first[name], second[name]), name
+    assert not torch.equal(first["class_labels_classifier.weight"], second["class_labels_classifier.weight"])

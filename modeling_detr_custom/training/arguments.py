@@ -57,6 +57,13 @@ class DetrDataArguments:
         metadata={"help": "Disable the DETR training augmentation (flip, multi-scale resize, random crop)."},
     )
     on_bad_data: str = field(default="raise", metadata={"help": ON_BAD_DATA_HELP})
+    freeze_backbone: bool = field(
+        default=False,
+        metadata={
+            "help": "Freeze the whole backbone: its weights and its BatchNorm statistics (--lr_backbone 0 freezes "
+            "it the same way, BatchNorm statistics of a trainable-BatchNorm backbone included)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_bad_data_policy(self.on_bad_data, "--on_bad_data")
@@ -78,16 +85,10 @@ class DetrTrainingArguments(DetrDataArguments):
     per_device_eval_batch_size: int = field(default=2, metadata={"help": "Images per device for evaluation."})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the transformer."})
     lr_backbone: float = field(
-        default=1e-5, metadata={"help": "Learning rate of the backbone parameters (0 freezes the backbone)."}
+        default=1e-5,
+        metadata={"help": "Learning rate of the backbone parameters (0 freezes the backbone, as --freeze_backbone)."},
     )
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
-    freeze_backbone: bool = field(
-        default=False,
-        metadata={
-            "help": "Freeze the whole backbone: its weights and its BatchNorm statistics (--lr_backbone 0 does the "
-            "same for a backbone with trainable BatchNorm)."
-        },
-    )
     lr_scheduler_type: str = field(
         default="step",
         metadata={

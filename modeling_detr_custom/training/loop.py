@@ -155,7 +155,8 @@ def _setup(args: DetrTrainingArguments) -> _Run:
     set_seed(args.seed)  # identical initial weights on every process
     with accelerator.main_process_first():  # the synthetic data set is generated once
         train_split, eval_split = _load_splits(args)
-    model, _ = load_model_for_training(args.model, train_split.mapping)
+    freeze = args.freeze_backbone or args.lr_backbone == 0
+    model, _ = load_model_for_training(args.model, train_split.mapping, freeze_backbone=freeze)
     optimizer = build_optimizer(model, args.learning_rate, args.lr_backbone, args.weight_decay)
     train_loader = DataLoader(
         train_split.dataset,

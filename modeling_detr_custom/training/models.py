@@ -42,7 +42,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def load_model_for_training(
-    model: str, mapping: CategoryMapping, **config_overrides: Any
+    model: str, mapping: CategoryMapping, freeze_backbone: bool = False, **config_overrides: Any
 ) -> tuple[DetrCustomForObjectDetection, str | None]:
     """Build or load the model to train and give it the data set's labels.
 
@@ -52,6 +52,8 @@ def load_model_for_training(
             class head).
         mapping: the training data's categories; written into the config (`id2label`, `label2id`,
             `category_ids`) so predictions map back to the data set's own ids.
+        freeze_backbone: freeze every backbone stage, weights and BatchNorm statistics (`--freeze_backbone`, or
+            `--lr_backbone 0`: a backbone that does not learn must not drift through its BatchNorm statistics).
         config_overrides: config fields to set on a fresh model (ignored for checkpoints).
 
     Returns:
@@ -65,7 +67,7 @@ def load_model_for_training(
             for key, value in config_overrides.items():
                 setattr(config, key, value)
         mapping.apply_to_config(config)
-        return DetrCustomForObjectDetection(config), None
+        return _frozen(DetrCustomForObjectDetection(config), freeze_backbone), None
     if not Path(model).is_dir() and "/" not in model:
         raise ValueError(
             f"--model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a config file, a checkpoint "
@@ -79,7 +81,13 @@ def load_model_for_training(
     )
     _check_only_class_head_mismatched(model, info.get("mismatched_keys", []))
     mapping.apply_to_config(loaded.config)
-    return loaded, model
+    return _frozen(loaded, freeze_backbone), model
+
+
+def _frozen(model: DetrCustomForObjectDetection, freeze_backbone: bool) -> DetrCustomForObjectDetection:
+    if freeze_backbone:
+        model.model.freeze_backbone()
+    return model
 
 
 # A new number of classes changes only the class head; any other tensor that does not fit means the folder's

@@ -423,7 +423,8 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
     check_output_dir(args)  # every process sees the same folder before any of them writes into it
     set_seed(args.seed)  # identical initial weights on every process
     train_split, eval_split = _load_splits(data_args, args)
-    model, base_model = load_model_for_training(data_args.model, train_split.mapping)
+    freeze = data_args.freeze_backbone or args.lr_backbone == 0
+    model, base_model = load_model_for_training(data_args.model, train_split.mapping, freeze_backbone=freeze)
     model.config.auxiliary_loss = True  # the original trains with a loss on every decoder layer
     if PartialState().is_main_process:
         warning = free_space_check(args.output_dir, model)  # the same estimate as train.py's
