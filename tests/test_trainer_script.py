@@ -426,3 +426,15 @@ def test_trainer_early_stopping_count_survives_a_resume(tmp_path: Path, monkeypa
     assert state["stateful_callbacks"]["DetrEarlyStoppingCallback"]["attributes"] == {
         "early_stopping_patience_counter": 3
     }
+
+
+def test_label_smoothing_factor_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="--label_smoothing_factor is not supported"):
+        _parse("--label_smoothing_factor", "0.1")
+
+
+def test_bf16_on_a_machine_without_gpu_trains_on_the_cpu_without_use_cpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs bf16 itself")
+    _, args = _parse("--bf16", "True")  # the Trainer alone raises "Your setup doesn't support bf16/gpu"
+    assert args.bf16 and args.use_cpu

@@ -231,7 +231,7 @@ def test_warmup_reaches_the_optimizer_in_a_run(workdir: Path) -> None:
     assert state["_last_lr"][0] == pytest.approx(1e-4 * 2 / 4)
 
 
-# --- freezing the backbone ---------------------------------------------------------------------------------------------
+# --- freezing the backbone -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("flag", [("--freeze_backbone",), ("--lr_backbone", "0")])
@@ -244,3 +244,51 @@ def test_a_frozen_backbone_keeps_its_weights_and_batch_norm_statistics(workdir: 
     for name in backbone:
         assert torch.equal(first[name], second[name]), name
     assert not torch.equal(first["class_labels_classifier.weight"], second["class_labels_classifier.weight"])
+
+
+# --- checks before training, banner, model card, fine-tuning size --------------------------------------------------
+
+
+def test_push_to_hub_without_a_token_fails_before_training(workdir: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(workdir / "no-hf-home"))  # no `hf auth login` token either
+    argv = ["--data", DATA, "--output_dir", str(workdir / "push"), "--report_to", "none", "--max_steps", "1"]
+    assert train_main(argv + ["--push_to_hub", "--model", str(workdir / "tiny.json")]) == 1
+    captured = capsys.readouterr()
+    assert "--push_to_hub (checked before training): No Hugging Face token" in captured.err
+    assert "Training on" not in captured.out and not (workdir / "push").exists()
+
+
+def test_fp16_on_the_cpu_is_refused_by_name(workdir: Path, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs fp16")
+    for flag in (["--mixed_precision", "fp16"], ["--fp16"]):
+        argv = ["--data", DATA, "--output_dir", str(workdir / "fp16"), "--report_to", "none", "--max_steps", "1"]
+        assert train_main(argv + flag) == 1
+        assert "--mixed_precision fp16 needs a GPU" in capsys.readouterr().err
+
+
+def test_banner_gives_the_images_per_optimizer_step_with_accumulation(workdir: Path, capsys) -> None:
+    _train(workdir, "banner", "--max_steps", "1", "--eval_strategy", "no", "--gradient_accumulation_steps", "2")
+    out = capsys.readouterr().out
+    assert "2 images per process per batch, 2 batches accumulated: 4 images per optimizer step." in out
+
+
+def test_model_card_of_a_local_run_loads_its_own_folder(workdir: Path) -> None:
+    run = _train(workdir, "card", "--max_steps", "1", "--eval_strategy", "no")
+    card = (run / "last" / "README.md").read_text()
+    assert f'model="{run / "last"}"' in card and 'model="last"' not in card
+
+
+def test_fine_tuning_keeps_the_checkpoints_image_size(workdir: Path) -> None:
+    from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection, DetrCustomImageProcessor
+
+    checkpoint = workdir / "base-96"
+    DetrCustomForObjectDetection(DetrCustomConfig(**TINY_FROM_SCRATCH_CONFIG)).save_pretrained(checkpoint)
+    size = {"shortest_edge": 96, "longest_edge": 160}
+    DetrCustomImageProcessor(size=size).save_pretrained(checkpoint)
+    output_dir = workdir / "finetuned"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    argv = ["--data", DATA, "--model", str(checkpoint), "--output_dir", str(output_dir), "--report_to", "none"]
+    assert train_main(argv + ["--max_steps", "1", "--eval_strategy", "no"]) == 0
+    assert json.loads((output_dir / "last" / "preprocessor_config.json").read_text())["size"] == size

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-__all__ = ["launched_processes", "make_accelerator", "needs_cpu_process_group"]
+__all__ = ["has_accelerator", "launched_processes", "make_accelerator", "needs_cpu_process_group"]
 
 
 def launched_processes() -> int:
@@ -24,10 +24,11 @@ def needs_cpu_process_group() -> bool:
     on the CPU (gloo) when told to use the CPU; without a GPU every process would otherwise train alone on the
     whole data set. Both the Accelerate loop and the Trainer ask this one question.
     """
-    return launched_processes() > 1 and not _has_accelerator()
+    return launched_processes() > 1 and not has_accelerator()
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator) on this machine."""
     if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, ROCm, XPU, MPS, ...
         return torch.accelerator.is_available()
     return torch.cuda.is_available()

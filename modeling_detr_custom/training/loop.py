@@ -26,12 +26,12 @@ from modeling_detr_custom.training.checkpointing import (
     load_latest_checkpoint,
     save_checkpoint,
 )
-from modeling_detr_custom.training.distributed import make_accelerator
+from modeling_detr_custom.training.distributed import has_accelerator, make_accelerator
 from modeling_detr_custom.training.ema import ModelEma
-from modeling_detr_custom.training.hub import push_folder_to_hub, save_hub_checkpoint
+from modeling_detr_custom.training.hub import check_hub_token, push_folder_to_hub, save_hub_checkpoint
 from modeling_detr_custom.training.logging_utils import LossMeter, progress_interval
 from modeling_detr_custom.training.model_selection import early_stopping_counter, is_better, metric_value
-from modeling_detr_custom.training.models import load_model_for_training
+from modeling_detr_custom.training.models import checkpoint_processor, load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_optimizer
 from modeling_detr_custom.training.run_state import (
     check_output_dir,
@@ -86,6 +86,8 @@ def train(args: DetrTrainingArguments, given: set[str] | None = None) -> TrainRe
             their defaults.
     """
     args, run_id = resolve_resume_arguments(args, given)
+    if args.push_to_hub:
+        check_hub_token(prefix="--push_to_hub (checked before training): ")
     check_output_dir(args)
     run = _setup(args)
     accelerator = run.accelerator
@@ -141,6 +143,11 @@ def _start_run(run: _Run, args: DetrTrainingArguments, run_id: str | None) -> st
 
 
 def _setup(args: DetrTrainingArguments) -> _Run:
+    if args.mixed_precision == "fp16" and not has_accelerator():
+        raise ValueError(
+            "--mixed_precision fp16 needs a GPU: on the CPU, Accelerate would train in float32 without saying so. "
+            "Use --mixed_precision bf16 (CPU autocast) or no."
+        )
     accelerator = make_accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -148,10 +155,7 @@ def _setup(args: DetrTrainingArguments) -> _Run:
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/runs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    accelerator.print(
-        f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
-        f"{accelerator.device}), {args.per_device_train_batch_size} images per process per step."
-    )
+    accelerator.print(training_banner(accelerator, args))
     set_seed(args.seed)  # identical initial weights on every process
     with accelerator.main_process_first():  # the synthetic data set is generated once
         train_split, eval_split = _load_splits(args)
@@ -197,8 +201,22 @@ def _setup(args: DetrTrainingArguments) -> _Run:
     )  # fmt: skip
 
 
+def training_banner(accelerator: Accelerator, args: DetrTrainingArguments) -> str:
+    """What one optimizer step sees: processes, images per batch, accumulated batches, images per step."""
+    processes, batch = accelerator.num_processes, args.per_device_train_batch_size
+    accumulation = args.gradient_accumulation_steps
+    line = (
+        f"Training on {processes} process(es) ({accelerator.distributed_type.value}, {accelerator.device}), "
+        f"{batch} images per process per batch"
+    )
+    if accumulation > 1:
+        line += f", {accumulation} batches accumulated"
+    return f"{line}: {processes * batch * accumulation} images per optimizer step."
+
+
 def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, DetectionSplit]:
     common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed}
+    common["processor"] = checkpoint_processor(args.model, args.image_size)
     train_split = load_detection_split(args.data, args.train_split, train=True, augment=not args.no_augment, **common)
     eval_split = load_detection_split(args.data, args.eval_split, train=False, mapping=train_split.mapping, **common)
     for option, split in (("--train_split", train_split), ("--eval_split", eval_split)):
@@ -363,12 +381,19 @@ def _save_model(
             tmp = temporary_sibling(folder)
             model = accelerator.unwrap_model(run.model)
             with run.ema.applied_to(model) if weights == "ema" else nullcontext():
-                _write_hub_folder(run, args, model, tmp, metrics, folder.name)
+                _write_hub_folder(run, args, model, tmp, metrics, _card_repo_id(args, folder))
             replace_folder(tmp, folder)
 
     accelerator.wait_for_everyone()
     write_on_every_process(accelerator, write, folder)
     return folder
+
+
+def _card_repo_id(args: DetrTrainingArguments, folder: Path) -> str:
+    """What the model card's usage snippet loads: the repository `--push_to_hub` uploads to, else the folder."""
+    if args.hub_model_id or args.push_to_hub:
+        return args.hub_model_id or Path(args.output_dir).name
+    return str(folder)
 
 
 def _write_hub_folder(run: _Run, args: DetrTrainingArguments, model: Any, tmp: Path, metrics: Any, name: str) -> None:

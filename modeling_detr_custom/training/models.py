@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from modeling_detr_custom.data.categories import CategoryMapping
 from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfig
 from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
 
-__all__ = ["MODEL_PRESETS", "load_model_for_training"]
+__all__ = ["MODEL_PRESETS", "checkpoint_processor", "load_model_for_training"]
 
 # Named configurations. "detr-resnet-50/101" are the original architectures (ImageNet backbone weights from timm
 # when reachable). "detr-tiny" is the small configuration measured to learn fastest from scratch on two CPU cores
@@ -104,3 +105,18 @@ def _check_only_class_head_mismatched(model: str, mismatched: Any) -> None:
             f"describes (e.g. {name}: {old} in the weights, {new} in the model); they would be re-initialised. "
             "Check that config.json and model.safetensors come from the same checkpoint."
         )
+
+
+def checkpoint_processor(model: str, image_size: int | None) -> Any:
+    """The image processor of the checkpoint fine-tuned from, at the size it was trained with, or None.
+
+    None (the data set's default size) when `--image_size` is given or `model` is not a checkpoint folder with a
+    `preprocessor_config.json`: fine-tuning keeps the checkpoint's resolution instead of resetting it to 800/1333.
+    """
+    config = Path(model) / "preprocessor_config.json"
+    if image_size is not None or not config.is_file():
+        return None
+    from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
+
+    size = json.loads(config.read_text()).get("size")
+    return DetrCustomImageProcessor(size=size) if size else None

@@ -38,12 +38,12 @@ from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
 from modeling_detr_custom.training.arguments import DetrDataArguments
 from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
-from modeling_detr_custom.training.distributed import needs_cpu_process_group
+from modeling_detr_custom.training.distributed import has_accelerator, needs_cpu_process_group
 from modeling_detr_custom.training.ema import ModelEma, check_ema_decay
 from modeling_detr_custom.training.hub import hub_errors, push_folder_to_hub, render_model_card
 from modeling_detr_custom.training.logging_utils import LossMeter
 from modeling_detr_custom.training.model_selection import is_better
-from modeling_detr_custom.training.models import load_model_for_training
+from modeling_detr_custom.training.models import checkpoint_processor, load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_param_groups
 from modeling_detr_custom.training.run_state import check_output_dir, free_space_check
 from modeling_detr_custom.training.trainer_callbacks import (
@@ -159,7 +159,15 @@ class DetrTrainerArguments(TrainingArguments):
             raise ValueError("--early_stopping_patience and --early_stopping_threshold must be >= 0")
         if self.early_stopping_patience and self.eval_strategy == "no":
             raise ValueError("--early_stopping_patience needs evaluations: --eval_strategy steps or epoch")
+        if self.label_smoothing_factor:
+            raise ValueError(
+                "--label_smoothing_factor is not supported: DETR's class loss is the set criterion's cross-entropy "
+                "over matched queries (no-object weighted), which the Trainer's label smoother cannot reach."
+            )
         if not self.use_cpu and needs_cpu_process_group():
+            self.use_cpu = True
+        if self.bf16 and not self.use_cpu and not has_accelerator():
+            logger.warning("--bf16 without a GPU: training on the CPU with bfloat16 autocast (as --use_cpu).")
             self.use_cpu = True
         super().__post_init__()
 
@@ -480,6 +488,7 @@ def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tu
     with args.main_process_first(desc="loading the data"):  # the synthetic data set is generated once
         train_split = load_detection_split(
             data_args.data, data_args.train_split, image_size=data_args.image_size, train=True,
+            processor=checkpoint_processor(data_args.model, data_args.image_size),
             augment=not data_args.no_augment, on_error=data_args.on_bad_data, seed=args.seed,
         )  # fmt: skip
         eval_split = load_detection_split(
