@@ -438,3 +438,20 @@ def test_bf16_on_a_machine_without_gpu_trains_on_the_cpu_without_use_cpu() -> No
         pytest.skip("a GPU runs bf16 itself")
     _, args = _parse("--bf16", "True")  # the Trainer alone raises "Your setup doesn't support bf16/gpu"
     assert args.bf16 and args.use_cpu
+
+
+def test_trainer_ema_continues_from_the_checkpoint_resumed_from(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(tmp_path / "cache"))
+    _script_coco_scores(monkeypatch, [{"AP": 0.3}] * 3, ema_scores=[{"AP": 0.1}] * 3)
+    assert _train_in_process(tmp_path / "out", "--max_steps", "1", "--ema_decay", "0.5") == 0
+    first = torch.load(tmp_path / "out" / "checkpoint-1" / "ema_state.pt", weights_only=True)
+    assert _train_in_process(tmp_path / "out", "--max_steps", "2", "--ema_decay", "0.5",
+                             "--resume_from_checkpoint", "latest") == 0  # fmt: skip
+    second = torch.load(tmp_path / "out" / "checkpoint-2" / "ema_state.pt", weights_only=True)
+    assert second["num_updates"] == 2  # a fresh average would have counted 1
+    name = "class_labels_classifier.weight"
+    weights = load_file(tmp_path / "out" / "checkpoint-2" / "model.safetensors")[name]
+    decay = min(0.5, (1 + 1) / (10 + 1))  # the second update
+    expected = decay * first["shadow"][name] + (1 - decay) * weights.float()
+    torch.testing.assert_close(second["shadow"][name], expected, rtol=1e-6, atol=1e-7)
