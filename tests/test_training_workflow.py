@@ -292,3 +292,13 @@ def test_fine_tuning_keeps_the_checkpoints_image_size(workdir: Path) -> None:
     argv = ["--data", DATA, "--model", str(checkpoint), "--output_dir", str(output_dir), "--report_to", "none"]
     assert train_main(argv + ["--max_steps", "1", "--eval_strategy", "no"]) == 0
     assert json.loads((output_dir / "last" / "preprocessor_config.json").read_text())["size"] == size
+
+
+def test_training_arguments_names_bf16_and_fp16_set_mixed_precision() -> None:
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(DetrTrainingArguments).parse_args_into_dataclasses(args=["--bf16"])
+    assert args.mixed_precision == "bf16" and args.bf16 and not args.fp16
+    assert DetrTrainingArguments(mixed_precision="bf16").bf16  # either spelling, one value in the run file
+    with pytest.raises(ValueError, match="--fp16 contradicts --mixed_precision bf16"):
+        DetrTrainingArguments(mixed_precision="bf16", fp16=True)

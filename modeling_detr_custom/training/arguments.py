@@ -238,6 +238,8 @@ class DetrTrainingArguments(DetrDataArguments):
                 self.mixed_precision = flag
         if self.bf16 and self.fp16:
             raise ValueError("--bf16 and --fp16 exclude each other")
+        # One truth, whichever spelling was used (the run file then agrees with itself on resume).
+        self.bf16, self.fp16 = self.mixed_precision == "bf16", self.mixed_precision == "fp16"
 
     def _check_schedule(self) -> None:
         if self.lr_scheduler_type not in LR_SCHEDULER_TYPES:
