@@ -101,3 +101,34 @@ def pixel_inputs() -> dict[str, torch.Tensor]:
 def detection_labels() -> list[dict[str, torch.Tensor]]:
     """Labels for `pixel_inputs`: three boxes on image 0, none on image 1."""
     return make_labels()
+
+
+def scripted_scores(
+    monkeypatch: pytest.MonkeyPatch, model_scores: Sequence[dict], ema_scores: Sequence[dict] = ()
+) -> Callable[[], dict[str, float]]:
+    """A scorer that returns the next of `model_scores`, or of `ema_scores` while an EMA is applied to a model
+    (`ModelEma.applied_to`); every COCO metric not listed is 0. Tests patch an evaluation with it, so that what
+    they check is the rule applied to the scores (which model becomes best/, when training stops)."""
+    from contextlib import contextmanager
+
+    from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES
+    from modeling_detr_custom.training.ema import ModelEma
+
+    queues = {"model": list(model_scores), "ema": list(ema_scores)}
+    applied = {"ema": False}
+    original = ModelEma.applied_to.__wrapped__
+
+    @contextmanager
+    def applied_to(self, model):
+        applied["ema"] = True
+        try:
+            yield from original(self, model)
+        finally:
+            applied["ema"] = False
+
+    def next_scores() -> dict[str, float]:
+        scores = queues["ema" if applied["ema"] else "model"].pop(0)
+        return {name: float(scores.get(name, 0.0)) for name in METRIC_NAMES}
+
+    monkeypatch.setattr(ModelEma, "applied_to", applied_to)
+    return next_scores

@@ -441,7 +441,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     torch.save({"model": original.state_dict()}, tmp_path / "detr.pth")
     (tmp_path / "names.json").write_text(json.dumps(["cat", "dog"]))
     command = [sys.executable, str(SCRIPT), str(tmp_path / "detr.pth"), str(tmp_path / "out")]
-    command += ["--num-heads", "2", "--no-pre-norm", "--id2label", str(tmp_path / "names.json")]
+    command += ["--num_heads", "2", "--no_pre_norm", "--id2label", str(tmp_path / "names.json")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
 

@@ -40,10 +40,10 @@ def test_model_card_metadata_parses_as_yaml() -> None:
     metadata = _front_matter(card)
     assert metadata["library_name"] == "transformers" and metadata["pipeline_tag"] == "object-detection"
     assert {"object-detection", "detr"} <= set(metadata["tags"])
-    assert metadata["datasets"] == [DATASET] and metadata["base_model"] == "facebook/detr-resnet-50"
+    assert "datasets" not in metadata and metadata["base_model"] == "facebook/detr-resnet-50"  # a local folder
     (result,) = metadata["model-index"][0]["results"]
     assert metadata["model-index"][0]["name"] == "owner/detr-shapes"
-    assert result["task"]["type"] == "object-detection" and result["dataset"]["name"] == DATASET
+    assert result["task"]["type"] == "object-detection" and result["dataset"]["name"] == "my coco: v2 #1"
     values = {metric["type"]: metric["value"] for metric in result["metrics"]}
     assert values["AP"] == pytest.approx(0.5123) and values["AR100"] == pytest.approx(0.61)
     assert "APl" not in values  # pycocotools' -1 ("no large objects") is not a score
@@ -51,6 +51,17 @@ def test_model_card_metadata_parses_as_yaml() -> None:
     assert "`rectangle`, `ellipse`, `triangle`" in card
     # Without metrics there is no model-index, and the metadata still parses.
     assert "model-index" not in _front_matter(render_model_card(repo_id="a/b", dataset="x", id2label=ID2LABEL))
+
+
+def test_model_card_links_hub_data_sets_and_never_shows_a_local_path(tmp_path: Path) -> None:
+    hub = _front_matter(render_model_card(repo_id="a/b", dataset="Francesco/cppe-5", id2label=ID2LABEL))
+    assert hub["datasets"] == ["Francesco/cppe-5"]
+    local = tmp_path / "my-coco"
+    local.mkdir()
+    for dataset in (str(local), "synthetic:num_train=4"):
+        card = render_model_card(repo_id="a/b", dataset=dataset, id2label=ID2LABEL, metrics=METRICS)
+        assert "datasets" not in _front_matter(card) and str(tmp_path) not in card
+    assert "on `my-coco`" in render_model_card(repo_id="a/b", dataset=str(local), id2label=ID2LABEL)
 
 
 @pytest.fixture(scope="module")

@@ -154,3 +154,23 @@ def test_a_checkpoint_saved_by_the_flat_layout_loads_with_the_package(tmp_path: 
         outputs = model(**inputs)
     torch.testing.assert_close(outputs.logits, expected["logits"], rtol=0, atol=1e-5)
     torch.testing.assert_close(outputs.pred_boxes, expected["pred_boxes"], rtol=0, atol=1e-5)
+
+
+def test_every_command_names_its_options_with_underscores_and_accepts_dash_aliases(capsys) -> None:
+    # One convention everywhere: `--top_k` as the transformers scripts write `--per_device_train_batch_size`,
+    # and the dash spelling (`--top-k`) as an alias, as `HfArgumentParser` adds it.
+    import contextlib
+    import importlib
+    import re
+
+    from modeling_detr_custom.apps.cli import COMMANDS
+
+    for command, (module, _) in COMMANDS.items():
+        with contextlib.suppress(SystemExit):
+            importlib.import_module(f"modeling_detr_custom.apps.cli.{module}").main(["--help"])
+        option_lines = [line for line in capsys.readouterr().out.splitlines() if re.match(r"\s+(-\w, )?--", line)]
+        options = {name for line in option_lines for name in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", line)}
+        for option in options:
+            name = option[2:]
+            assert f"--{name.replace('-', '_')}" in options, f"{command}: {option} has no underscore spelling"
+            assert f"--{name.replace('_', '-')}" in options, f"{command}: {option} has no dash alias"

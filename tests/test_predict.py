@@ -87,7 +87,7 @@ def test_cli_skips_the_corrupt_file_writes_json_and_draws(checkpoint: Path, imag
 
 def test_globs_top_k_and_stdout(checkpoint: Path, images: Path, capsys: pytest.CaptureFixture) -> None:
     script = _load_script()
-    assert script.main(["--model", str(checkpoint), str(images / "*.png"), "--threshold", "0", "--top-k", "2"]) == 0
+    assert script.main(["--model", str(checkpoint), str(images / "*.png"), "--threshold", "0", "--top_k", "2"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert [Path(r["file"]).name for r in records] == ["a.png", "b.png"]
     for record in records:

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -99,8 +100,37 @@ def test_two_process_run_trains_evaluates_and_saves(workdir: Path) -> None:
     assert len(single_dets) == 6 * TINY_MODEL["num_queries"]  # every query of every val image, once
 
 
+def test_two_machines_of_one_process_match_the_two_process_run(workdir: Path) -> None:
+    # The README's multi-node command on localhost: two "machines" (one process each) rendezvous at
+    # --main_process_ip and train data-parallel exactly as two processes of one machine do.
+    reference = workdir / "ddp" / "last"
+    if not reference.is_dir():
+        _run(_train_command(workdir, workdir / "ddp", "--max_steps", "4", processes=2), workdir)
+    with socket.socket() as probe:  # a free port both machines agree on
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    output_dir = workdir / "two-machines"
+    machines = []
+    for rank in (0, 1):
+        accelerate = str(Path(sys.executable).parent / "accelerate")
+        launcher = [accelerate, "launch", "--multi_gpu", "--num_machines", "2", "--machine_rank", str(rank)]
+        launcher += ["--num_processes", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", port]
+        launcher += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+        command = _train_command(workdir, output_dir, "--max_steps", "4")
+        command = launcher + command[1:]  # the script and its arguments, without `python`
+        machines.append(subprocess.Popen(command, cwd=workdir, env=_env(workdir), stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True))  # fmt: skip
+    outputs = [machine.communicate(timeout=600)[0] for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "Training on 2 process(es) (MULTI_CPU" in outputs[0]
+    expected, trained = _weights(reference), _weights(output_dir / "last")
+    assert expected.keys() == trained.keys()
+    for name in expected:
+        torch.testing.assert_close(trained[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
 def test_resume_after_kill_matches_uninterrupted_run(workdir: Path) -> None:
-    common = ("--max_steps", "6", "--save_steps", "2", "--eval_steps", "100")
+    common = ("--max_steps", "6", "--save_steps", "2", "--eval_steps", "100", "--ema_decay", "0.9")
     _run(_train_command(workdir, workdir / "straight", *common, "--report_to", "tensorboard"), workdir)
     _assert_every_loss_term_logged(workdir / "straight" / "runs")
 
@@ -125,6 +155,12 @@ def test_resume_after_kill_matches_uninterrupted_run(workdir: Path) -> None:
     assert straight.keys() == resumed.keys()
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=name)
+    # The EMA of the weights continues as if never interrupted (custom_checkpoint_1: the EMA after the scheduler).
+    ema = [torch.load(run / "checkpoint-6" / "custom_checkpoint_1.pkl", weights_only=True) for run in (
+        workdir / "straight", interrupted)]  # fmt: skip
+    assert ema[0]["num_updates"] == ema[1]["num_updates"] == 6
+    for name, value in ema[0]["shadow"].items():
+        torch.testing.assert_close(ema[1]["shadow"][name], value, rtol=0, atol=1e-6, msg=name)
 
 
 def _assert_every_loss_term_logged(log_dir: Path) -> None:

@@ -29,7 +29,7 @@ from modeling_detr_custom.training.trainer import (
     DetrTrainer,
     DetrTrainerArguments,
 )
-from tests.conftest import make_tiny_config, scalar_metrics
+from tests.conftest import make_tiny_config, scalar_metrics, scripted_scores
 
 REPO = Path(__file__).resolve().parents[1]
 # Frozen BatchNorm: a few training steps at a tiny learning rate then barely move the predictions.
@@ -454,3 +454,81 @@ def test_disk_full_while_writing_optimizer_or_rng_state_names_the_checkpoint(run
     assert not (run_copy / "checkpoint-3" / "training_progress.json").exists()  # never resumed from
     for step in (1, 2):  # nothing already saved is lost
         assert (run_copy / f"checkpoint-{step}" / "training_progress.json").is_file()
+
+
+# --- EMA and early stopping through callbacks, as train.py -----------------------------------------------------------
+
+
+def _script_coco_scores(monkeypatch: pytest.MonkeyPatch, model_scores: list[dict], ema_scores: list[dict] = ()):
+    next_scores = scripted_scores(monkeypatch, model_scores, ema_scores)
+    monkeypatch.setattr(CocoMetrics, "_compute", lambda self: {**next_scores(), "num_images": 2})
+
+
+def test_trainer_best_and_last_hold_the_ema_when_it_scores_higher(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(tmp_path / "cache"))
+    _script_coco_scores(monkeypatch, [{"AP": 0.3}, {"AP": 0.2}], ema_scores=[{"AP": 0.1}, {"AP": 0.5}])
+    assert _train_in_process(tmp_path / "out", "--max_steps", "2", "--ema_decay", "0.5") == 0
+    run = tmp_path / "out"
+    assert sorted(p.name for p in run.iterdir()) == ["best", "checkpoint-1", "checkpoint-2", "last"]
+    ema = torch.load(run / "checkpoint-2" / "ema_state.pt", weights_only=True)
+    assert ema["num_updates"] == 2
+    name = "class_labels_classifier.weight"
+    weights = load_file(run / "checkpoint-2" / "model.safetensors")[name]
+    for folder in ("best", "last"):  # step 2: the EMA (0.5) beats the weights (0.2) and step 1's best (0.3)
+        saved = load_file(run / folder / "model.safetensors")[name]
+        assert torch.equal(saved, ema["shadow"][name].to(saved.dtype)) and not torch.equal(saved, weights)
+        assert json.loads((run / folder / "eval_results.json").read_text())["AP"] == 0.5
+    log = json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    step2 = next(entry for entry in log if entry.get("step") == 2 and "eval_AP" in entry)
+    assert (step2["eval_model_AP"], step2["eval_ema_AP"], step2["eval_AP"], step2["eval_ema_used"]) == (
+        0.2,
+        0.5,
+        0.5,
+        1,
+    )
+
+
+def test_trainer_early_stopping_count_survives_a_resume(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(tmp_path / "cache"))
+    _script_coco_scores(monkeypatch, [{"AP": 0.3}, {"AP": 0.1}])
+    assert _train_in_process(tmp_path / "out", "--max_steps", "2", "--early_stopping_patience", "3") == 0
+    _script_coco_scores(monkeypatch, [{"AP": 0.1}] * 3)
+    assert _train_in_process(tmp_path / "out", "--max_steps", "10", "--early_stopping_patience", "3",
+                             "--resume_from_checkpoint", "latest") == 0  # fmt: skip
+    # Counted on from 1: steps 3 and 4 make it 3. A count restarted at 0 would stop at step 5.
+    state = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and not (tmp_path / "out" / "checkpoint-5").exists()
+    assert state["stateful_callbacks"]["DetrEarlyStoppingCallback"]["attributes"] == {
+        "early_stopping_patience_counter": 3
+    }
+
+
+def test_label_smoothing_factor_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="--label_smoothing_factor is not supported"):
+        _parse("--label_smoothing_factor", "0.1")
+
+
+def test_bf16_on_a_machine_without_gpu_trains_on_the_cpu_without_use_cpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs bf16 itself")
+    _, args = _parse("--bf16", "True")  # the Trainer alone raises "Your setup doesn't support bf16/gpu"
+    assert args.bf16 and args.use_cpu
+
+
+def test_trainer_ema_continues_from_the_checkpoint_resumed_from(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_MODEL))
+    monkeypatch.setenv("DETR_CUSTOM_CACHE", str(tmp_path / "cache"))
+    _script_coco_scores(monkeypatch, [{"AP": 0.3}] * 3, ema_scores=[{"AP": 0.1}] * 3)
+    assert _train_in_process(tmp_path / "out", "--max_steps", "1", "--ema_decay", "0.5") == 0
+    first = torch.load(tmp_path / "out" / "checkpoint-1" / "ema_state.pt", weights_only=True)
+    assert _train_in_process(tmp_path / "out", "--max_steps", "2", "--ema_decay", "0.5",
+                             "--resume_from_checkpoint", "latest") == 0  # fmt: skip
+    second = torch.load(tmp_path / "out" / "checkpoint-2" / "ema_state.pt", weights_only=True)
+    assert second["num_updates"] == 2  # a fresh average would have counted 1
+    name = "class_labels_classifier.weight"
+    weights = load_file(tmp_path / "out" / "checkpoint-2" / "model.safetensors")[name]
+    decay = min(0.5, (1 + 1) / (10 + 1))  # the second update
+    expected = decay * first["shadow"][name] + (1 - decay) * weights.float()
+    torch.testing.assert_close(second["shadow"][name], expected, rtol=1e-6, atol=1e-7)

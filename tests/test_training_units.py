@@ -2,6 +2,7 @@
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,12 @@ def test_single_process_cpu_launch_is_called_out(monkeypatch: pytest.MonkeyPatch
     with pytest.warns(UserWarning, match="--multi_gpu --num_processes N"):
         accelerator = make_accelerator()
     assert accelerator.num_processes == 1
+    # What `accelerate launch --num_processes 2` (the help's example, no --cpu, no --multi_gpu) leaves on a CPU box.
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    with pytest.warns(UserWarning, match="started a single process"):
+        make_accelerator()
+    monkeypatch.delenv("MASTER_PORT")  # `accelerate launch` of one process: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_accelerator()

@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from modeling_detr_custom.data.records import check_bad_data_policy
+from modeling_detr_custom.training.ema import check_ema_decay
+from modeling_detr_custom.training.model_selection import check_metric_name
 
 AUGMENTATIONS = ("detr", "light", "none")  # load_detection_split's named augmentations
+LR_SCHEDULER_TYPES = ("step", "cosine", "linear", "constant", "constant_with_warmup")
 
-__all__ = ["ON_BAD_DATA_HELP", "DetrDataArguments", "DetrTrainingArguments"]
+__all__ = ["LR_SCHEDULER_TYPES", "ON_BAD_DATA_HELP", "DetrDataArguments", "DetrTrainingArguments"]
 
 ON_BAD_DATA_HELP = (
     "'raise' stops at the first unreadable image or bad annotation, naming the file and annotation; 'skip' warns, "
@@ -72,6 +76,13 @@ class DetrDataArguments:
         metadata={"help": "The same as --augment none (kept for existing commands)."},
     )
     on_bad_data: str = field(default="raise", metadata={"help": ON_BAD_DATA_HELP})
+    freeze_backbone: bool = field(
+        default=False,
+        metadata={
+            "help": "Freeze the whole backbone: its weights and its BatchNorm statistics (--lr_backbone 0 freezes "
+            "it the same way, BatchNorm statistics of a trainable-BatchNorm backbone included)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_bad_data_policy(self.on_bad_data, "--on_bad_data")
@@ -99,9 +110,29 @@ class DetrTrainingArguments(DetrDataArguments):
     per_device_eval_batch_size: int = field(default=2, metadata={"help": "Images per device for evaluation."})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate of the transformer."})
     lr_backbone: float = field(
-        default=1e-5, metadata={"help": "Learning rate of the backbone parameters (0 freezes the backbone)."}
+        default=1e-5,
+        metadata={"help": "Learning rate of the backbone parameters (0 freezes the backbone, as --freeze_backbone)."},
     )
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(
+        default="step",
+        metadata={
+            "help": "Learning-rate schedule after the warmup: 'step' (DETR's: x0.1 after --lr_drop epochs or "
+            "--lr_drop_steps steps), or as TrainingArguments: 'cosine', 'linear' (to 0 at the last step), "
+            "'constant', 'constant_with_warmup'."
+        },
+    )
+    warmup_steps: float = field(
+        default=0,
+        metadata={
+            "help": "Linear warmup from 0 to the learning rates, as TrainingArguments: an integer number of "
+            "optimizer steps, or a float in (0, 1) as a fraction of the total steps."
+        },
+    )
+    warmup_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Warmup as a fraction of the total optimizer steps (as transformers 4's TrainingArguments)."},
+    )
     lr_drop: int = field(
         default=200, metadata={"help": "Epoch after which the learning rates are multiplied by 0.1 (StepLR)."}
     )
@@ -116,9 +147,54 @@ class DetrTrainingArguments(DetrDataArguments):
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Number of batches accumulated before each optimizer step."}
     )
-    mixed_precision: str = field(default="no", metadata={"help": "Mixed precision: 'no', 'fp16' (CUDA) or 'bf16'."})
+    mixed_precision: str = field(
+        default="no",
+        metadata={"help": "Mixed precision: 'no', 'fp16' (needs a GPU; refused on the CPU) or 'bf16'."},
+    )
+    bf16: bool = field(default=False, metadata={"help": "As TrainingArguments: the same as --mixed_precision bf16."})
+    fp16: bool = field(default=False, metadata={"help": "As TrainingArguments: the same as --mixed_precision fp16."})
+    eval_strategy: str | None = field(
+        default=None,
+        metadata={
+            "help": "When to evaluate during training, as TrainingArguments: 'steps' (every --eval_steps), 'epoch' "
+            "or 'no' (the final model is still evaluated once for last/). Default: 'steps' if --eval_steps > 0, "
+            "else 'epoch'."
+        },
+    )
     eval_steps: int = field(
         default=0, metadata={"help": "Evaluate every N optimizer steps (0: at the end of every epoch)."}
+    )
+    metric_for_best_model: str = field(
+        default="AP",
+        metadata={
+            "help": "The evaluation metric that picks best/ and drives early stopping: AP, AP50, AP75, APs, APm, "
+            "APl, AR1, AR10, AR100, ARs, ARm, ARl (an eval_ prefix is accepted). Ties keep the earlier model."
+        },
+    )
+    greater_is_better: bool | None = field(
+        default=None,
+        metadata={
+            "help": "As TrainingArguments: whether a higher metric is better (default: True unless it ends with "
+            "'loss')."
+        },
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={
+            "help": "Stop after this many evaluations in a row without improving --metric_for_best_model by more "
+            "than --early_stopping_threshold (0: never; as transformers' EarlyStoppingCallback)."
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "How much the metric must improve to reset the early-stopping count."}
+    )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0: off). Both "
+            "the weights and their average are evaluated; best/ and last/ hold the average when it scores higher "
+            "on --metric_for_best_model."
+        },
     )
     save_steps: int = field(
         default=0, metadata={"help": "Save a resumable checkpoint every N optimizer steps (0: every epoch)."}
@@ -153,6 +229,10 @@ class DetrTrainingArguments(DetrDataArguments):
         super().__post_init__()
         if self.mixed_precision not in {"no", "fp16", "bf16"}:
             raise ValueError(f"--mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        self._resolve_precision_flags()
+        self._check_schedule()
+        self._check_model_selection()
+        check_ema_decay(self.ema_decay)
         if self.report_to not in {"tensorboard", "wandb", "none"}:
             raise ValueError(f"--report_to must be 'tensorboard', 'wandb' or 'none', got {self.report_to!r}")
         for name in (
@@ -173,6 +253,59 @@ class DetrTrainingArguments(DetrDataArguments):
             raise ValueError("Give a positive --num_train_epochs or --max_steps")
         if self.lr_drop_steps < 0:
             raise ValueError(f"--lr_drop_steps must be >= 0 (0: use --lr_drop), got {self.lr_drop_steps}")
+
+    def _resolve_precision_flags(self) -> None:
+        """--bf16/--fp16 (TrainingArguments' names) set --mixed_precision; contradictions are refused."""
+        for flag in ("bf16", "fp16"):
+            if getattr(self, flag):
+                if self.mixed_precision not in ("no", flag):
+                    raise ValueError(f"--{flag} contradicts --mixed_precision {self.mixed_precision}")
+                self.mixed_precision = flag
+        if self.bf16 and self.fp16:
+            raise ValueError("--bf16 and --fp16 exclude each other")
+        # One truth, whichever spelling was used (the run file then agrees with itself on resume).
+        self.bf16, self.fp16 = self.mixed_precision == "bf16", self.mixed_precision == "fp16"
+
+    def _check_schedule(self) -> None:
+        if self.lr_scheduler_type not in LR_SCHEDULER_TYPES:
+            raise ValueError(
+                f"--lr_scheduler_type must be one of {', '.join(LR_SCHEDULER_TYPES)}, got {self.lr_scheduler_type!r}"
+            )
+        if self.warmup_steps < 0 or not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(
+                f"--warmup_steps must be >= 0 and --warmup_ratio in [0, 1); got {self.warmup_steps} and "
+                f"{self.warmup_ratio}"
+            )
+        if self.warmup_steps and self.warmup_ratio:
+            raise ValueError("Give --warmup_steps or --warmup_ratio, not both")
+        if self.lr_scheduler_type == "constant" and (self.warmup_steps or self.warmup_ratio):
+            raise ValueError(
+                "--lr_scheduler_type constant has no warmup (as in TrainingArguments); use constant_with_warmup"
+            )
+
+    def _check_model_selection(self) -> None:
+        check_metric_name(self.metric_for_best_model)
+        if self.greater_is_better is None:
+            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
+        if self.eval_strategy is None:
+            self.eval_strategy = "steps" if self.eval_steps > 0 else "epoch"
+        if self.eval_strategy not in ("no", "steps", "epoch"):
+            raise ValueError(f"--eval_strategy must be 'no', 'steps' or 'epoch', got {self.eval_strategy!r}")
+        if self.eval_strategy == "steps" and self.eval_steps < 1:
+            raise ValueError("--eval_strategy steps needs --eval_steps >= 1")
+        if self.early_stopping_patience < 0 or self.early_stopping_threshold < 0:
+            raise ValueError(
+                f"--early_stopping_patience and --early_stopping_threshold must be >= 0; got "
+                f"{self.early_stopping_patience} and {self.early_stopping_threshold}"
+            )
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise ValueError("--early_stopping_patience needs evaluations: --eval_strategy steps or epoch")
+
+    def num_warmup_steps(self, max_steps: int) -> int:
+        """Warmup in optimizer steps (TrainingArguments.get_warmup_steps' rule, or --warmup_ratio of `max_steps`)."""
+        if self.warmup_ratio:
+            return math.ceil(max_steps * self.warmup_ratio)
+        return int(self.warmup_steps) if self.warmup_steps >= 1 else math.ceil(max_steps * self.warmup_steps)
 
     def lr_drop_step(self, steps_per_epoch: int) -> int:
         """The optimizer step from which the learning rates are multiplied by 0.1: `--lr_drop_steps` if set,

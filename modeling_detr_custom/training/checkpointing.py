@@ -2,7 +2,8 @@
 
 A checkpoint is first written to `checkpoint-<step>.tmp`, fsynced, and renamed to `checkpoint-<step>` only after
 every process has finished writing and a completion marker (`training_progress.json`) is in place. The marker holds
-the training progress (step, epoch, best score and its step, the last evaluation), the id of the run that wrote
+the training progress (step, epoch, best score and its step, the last evaluation, which weights (the model's or
+their EMA) each of them scored, the early-stopping count), the id of the run that wrote
 it, and the size of every file, so a checkpoint damaged after the fact (a truncated `optimizer.bin`) is recognised
 and resuming falls back to the previous complete one.
 """
@@ -64,6 +65,9 @@ class TrainingProgress:
     best_step: int = -1
     metrics: dict[str, float] | None = None
     metrics_step: int = -1
+    weights: str = "model"  # which weights `metrics` scored and last/ holds: "model" or "ema" (their average)
+    best_weights: str = "model"  # the same for `best_metrics` and best/
+    evaluations_without_improvement: int = 0  # the early-stopping count
     files: dict[str, int] = field(default_factory=dict)  # relative path -> size in bytes, filled when saving
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, metrics_for_json
 
-__all__ = ["HubUploadError", "hub_errors", "push_folder_to_hub", "render_model_card", "save_hub_checkpoint"]
+__all__ = [
+    "HubUploadError",
+    "check_hub_token",
+    "hub_datasets_id",
+    "hub_errors",
+    "push_folder_to_hub",
+    "render_model_card",
+    "save_hub_checkpoint",
+]
 
 
 class HubUploadError(RuntimeError):
@@ -29,6 +38,8 @@ def render_model_card(
 ) -> str:
     """A model card (`README.md`) with YAML metadata the Hub understands and a snippet that runs as written."""
     labels = ", ".join(f"`{name}`" for _, name in sorted((int(k), v) for k, v in id2label.items()))
+    dataset_id = hub_datasets_id(dataset)
+    dataset = dataset_id or Path(dataset.rstrip("/")).name or dataset  # no local path leaves the machine
     yaml = [
         "---",
         "library_name: transformers",
@@ -39,9 +50,9 @@ def render_model_card(
         "- detr",
         "- detr-custom",
         "- vision",
-        "datasets:",
-        f"- {json.dumps(dataset)}",  # JSON strings are YAML strings: paths with ':' or '#' stay one value
     ]
+    if dataset_id:
+        yaml += ["datasets:", f"- {json.dumps(dataset_id)}"]  # JSON strings are YAML strings
     if base_model:
         yaml.append(f"base_model: {json.dumps(base_model)}")
     if metrics:
@@ -72,6 +83,14 @@ def render_model_card(
         body += ["", "## Training hyper-parameters", "", "| name | value |", "|---|---|"]
         body += [f"| {k} | {v} |" for k, v in hyperparameters.items()]
     return "\n".join(yaml + body) + "\n"
+
+
+def hub_datasets_id(dataset: str) -> str | None:
+    """`dataset` when it names a Hub data set (`name` or `owner/name`, not a folder here), else None: the card's
+    `datasets:` metadata links Hub data sets, and a local path would only leak a directory of this machine."""
+    if dataset.startswith("synthetic") or os.path.exists(dataset) or os.path.isabs(dataset):
+        return None
+    return dataset if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", dataset) else None
 
 
 def _model_index(repo_id: str, dataset: str, metrics: Mapping[str, float]) -> list[str]:
@@ -125,6 +144,15 @@ def save_hub_checkpoint(
     return output_dir
 
 
+def check_hub_token(token: str | None = None, prefix: str = "") -> None:
+    """Raise `HubUploadError` when no token is set (`token`, `HF_TOKEN` or `hf auth login`): called before training
+    with `--push_to_hub`, so a missing token does not surface only after hours of training."""
+    from huggingface_hub import get_token
+
+    if not (token or get_token()):
+        raise HubUploadError(f"{prefix}No Hugging Face token: set HF_TOKEN or run `hf auth login`.")
+
+
 @contextlib.contextmanager
 def hub_errors(repo_id: str, token: str | None = None) -> Iterator[None]:
     """Checks that a token exists, then turns any failure of the Hub calls inside the block into `HubUploadError`.
@@ -134,11 +162,9 @@ def hub_errors(repo_id: str, token: str | None = None) -> Iterator[None]:
     Raises:
         HubUploadError: no token (neither `token`, `HF_TOKEN` nor `hf auth login`), no network, or a refusal.
     """
-    from huggingface_hub import get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    if not (token or get_token()):
-        raise HubUploadError("No Hugging Face token: set HF_TOKEN or run `hf auth login`.")
+    check_hub_token(token)
     try:
         yield
     except HubUploadError:

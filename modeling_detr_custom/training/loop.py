@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ from modeling_detr_custom.training.checkpointing import (
     load_latest_checkpoint,
     save_checkpoint,
 )
-from modeling_detr_custom.training.distributed import make_accelerator
-from modeling_detr_custom.training.hub import push_folder_to_hub, save_hub_checkpoint
+from modeling_detr_custom.training.distributed import has_accelerator, make_accelerator
+from modeling_detr_custom.training.ema import ModelEma
+from modeling_detr_custom.training.hub import check_hub_token, push_folder_to_hub, save_hub_checkpoint
 from modeling_detr_custom.training.logging_utils import LossMeter, progress_interval
-from modeling_detr_custom.training.models import load_model_for_training
+from modeling_detr_custom.training.model_selection import early_stopping_counter, is_better, metric_value
+from modeling_detr_custom.training.models import checkpoint_processor, load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_optimizer
 from modeling_detr_custom.training.run_state import (
     check_output_dir,
@@ -70,6 +73,7 @@ class _Run:
     eval: DetectionSplit
     steps_per_epoch: int
     max_steps: int
+    ema: ModelEma | None = None
 
 
 def train(args: DetrTrainingArguments, given: set[str] | None = None) -> TrainResult:
@@ -82,6 +86,8 @@ def train(args: DetrTrainingArguments, given: set[str] | None = None) -> TrainRe
             their defaults.
     """
     args, run_id = resolve_resume_arguments(args, given)
+    if args.push_to_hub:
+        check_hub_token(prefix="--push_to_hub (checked before training): ")
     check_output_dir(args)
     run = _setup(args)
     accelerator = run.accelerator
@@ -98,15 +104,20 @@ def train(args: DetrTrainingArguments, given: set[str] | None = None) -> TrainRe
         mininterval=progress_interval(),
     )
     meter = LossMeter()
-    while progress.step < run.max_steps:
+    while progress.step < run.max_steps and not _should_stop(args, progress):
         if _train_epoch(run, args, progress, bar, meter):
             _evaluate_and_save(run, args, progress, epoch_end=True)
     bar.close()
+    if _should_stop(args, progress):
+        accelerator.print(
+            f"Early stopping at step {progress.step}: {args.metric_for_best_model} did not improve by more than "
+            f"{args.early_stopping_threshold} in {progress.evaluations_without_improvement} evaluations."
+        )
     if progress.metrics_step != progress.step:
         _evaluate(run, args, progress)
     if not is_checkpoint_of(Path(args.output_dir) / f"checkpoint-{progress.step}", progress.run_id):
         save_checkpoint(accelerator, args.output_dir, progress, keep=args.save_total_limit)
-    last_dir = _save_model(run, args, output_dir / "last", progress.metrics)
+    last_dir = _save_model(run, args, output_dir / "last", progress.metrics, progress.weights)
     best_dir = output_dir / "best" if (output_dir / "best").is_dir() else None
     if accelerator.is_main_process:
         _report_skipped(run)
@@ -132,6 +143,11 @@ def _start_run(run: _Run, args: DetrTrainingArguments, run_id: str | None) -> st
 
 
 def _setup(args: DetrTrainingArguments) -> _Run:
+    if args.mixed_precision == "fp16" and not has_accelerator():
+        raise ValueError(
+            "--mixed_precision fp16 needs a GPU: on the CPU, Accelerate would train in float32 without saying so. "
+            "Use --mixed_precision bf16 (CPU autocast) or no."
+        )
     accelerator = make_accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -139,14 +155,12 @@ def _setup(args: DetrTrainingArguments) -> _Run:
         project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=f"{args.output_dir}/runs"),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    accelerator.print(
-        f"Training on {accelerator.num_processes} process(es) ({accelerator.distributed_type.value}, "
-        f"{accelerator.device}), {args.per_device_train_batch_size} images per process per step."
-    )
+    accelerator.print(training_banner(accelerator, args))
     set_seed(args.seed)  # identical initial weights on every process
     with accelerator.main_process_first():  # the synthetic data set is generated once
         train_split, eval_split = _load_splits(args)
-    model, _ = load_model_for_training(args.model, train_split.mapping)
+    freeze = args.freeze_backbone or args.lr_backbone == 0
+    model, _ = load_model_for_training(args.model, train_split.mapping, freeze_backbone=freeze)
     optimizer = build_optimizer(model, args.learning_rate, args.lr_backbone, args.weight_decay)
     train_loader = DataLoader(
         train_split.dataset,
@@ -167,18 +181,42 @@ def _setup(args: DetrTrainingArguments) -> _Run:
     steps_per_epoch = max(math.ceil(len(train_loader) / args.gradient_accumulation_steps), 1)
     max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     # Not passed to `prepare`: Accelerate would step it once per process; it counts optimizer steps.
-    scheduler = build_lr_scheduler(optimizer, args.lr_drop_step(steps_per_epoch))
+    scheduler = build_lr_scheduler(
+        optimizer,
+        args.lr_drop_step(steps_per_epoch),
+        warmup_steps=args.num_warmup_steps(max_steps),
+        scheduler_type=args.lr_scheduler_type,
+        num_training_steps=max_steps,
+    )
     accelerator.register_for_checkpointing(scheduler)
+    ema = None
+    if args.ema_decay > 0:
+        ema = ModelEma(accelerator.unwrap_model(model), args.ema_decay)
+        accelerator.register_for_checkpointing(ema)
     if args.report_to != "none":
         accelerator.init_trackers("detr-custom", config=_hparams(args))
     return _Run(
         accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-        train_split, eval_split, steps_per_epoch, max_steps,
+        train_split, eval_split, steps_per_epoch, max_steps, ema,
     )  # fmt: skip
+
+
+def training_banner(accelerator: Accelerator, args: DetrTrainingArguments) -> str:
+    """What one optimizer step sees: processes, images per batch, accumulated batches, images per step."""
+    processes, batch = accelerator.num_processes, args.per_device_train_batch_size
+    accumulation = args.gradient_accumulation_steps
+    line = (
+        f"Training on {processes} process(es) ({accelerator.distributed_type.value}, {accelerator.device}), "
+        f"{batch} images per process per batch"
+    )
+    if accumulation > 1:
+        line += f", {accumulation} batches accumulated"
+    return f"{line}: {processes * batch * accumulation} images per optimizer step."
 
 
 def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, DetectionSplit]:
     common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed}
+    common["processor"] = checkpoint_processor(args.model, args.image_size)
     train_split = load_detection_split(
         args.data, args.train_split, train=True, augment=args.augment, hflip=not args.no_hflip, **common
     )
@@ -233,9 +271,11 @@ def _train_epoch(
         meter.update(outputs.loss, outputs.loss_dict)
         if accelerator.sync_gradients:
             run.scheduler.step()
+            if run.ema is not None:
+                run.ema.update(accelerator.unwrap_model(model))
             progress.step += 1
             _after_step(run, args, progress, bar, meter)
-            if progress.step >= run.max_steps:
+            if progress.step >= run.max_steps or _should_stop(args, progress):
                 return False
     progress.epoch += 1
     progress.batch_in_epoch = 0
@@ -257,30 +297,65 @@ def _after_step(
 
 
 def _evaluate_and_save(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress, epoch_end: bool) -> None:
-    """Evaluate and/or write a resumable checkpoint when `--eval_steps`/`--save_steps` say so (0 = per epoch)."""
-
-    def due(every: int) -> bool:
-        return epoch_end if every == 0 else (not epoch_end and progress.step % every == 0)
-
-    if due(args.eval_steps):
+    """Evaluate and/or write a resumable checkpoint when `--eval_strategy`/`--save_steps` say so."""
+    eval_due = {
+        "no": False,
+        "epoch": epoch_end,
+        "steps": not epoch_end and progress.step % max(args.eval_steps, 1) == 0,
+    }[args.eval_strategy]
+    if eval_due:
         _evaluate(run, args, progress)
-    if due(args.save_steps):
+    if epoch_end if args.save_steps == 0 else (not epoch_end and progress.step % args.save_steps == 0):
         save_checkpoint(run.accelerator, args.output_dir, progress, keep=args.save_total_limit)
 
 
+def _should_stop(args: DetrTrainingArguments, progress: TrainingProgress) -> bool:
+    patience = args.early_stopping_patience
+    return patience > 0 and progress.evaluations_without_improvement >= patience
+
+
 def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress) -> None:
-    """COCO-evaluate, print the table, log it, and save the model as `best` when its AP is the highest yet."""
+    """COCO-evaluate the weights (and their EMA), print and log the tables, save `best/` on a new best, and count
+    the evaluations without improvement (early stopping).
+
+    With `--ema_decay`, the EMA is chosen when it scores strictly higher on `--metric_for_best_model` than the
+    weights themselves (ties keep the trained weights); the chosen one's metrics are `eval/*` and compete for `best/`.
+    """
     accelerator = run.accelerator
-    evaluator = CocoEvaluator(run.eval.coco, run.eval.mapping)
-    metrics = evaluate_model(run.model, run.eval_loader, run.eval.processor, evaluator, run.eval.mapping, accelerator)
-    metrics = _broadcast(accelerator, metrics)
-    accelerator.print(f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}':")
+    header = f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}'"
+    metrics, weights = _score(run), "model"
+    accelerator.log({f"eval_model/{k}": v for k, v in metrics.items()}, step=progress.step)
+    accelerator.print(f"{header}{', the weights' if run.ema else ''}:")
     accelerator.print(format_metrics_table(metrics))
+    if run.ema is not None:
+        with run.ema.applied_to(accelerator.unwrap_model(run.model)):
+            ema_metrics = _score(run)
+        accelerator.log(metrics_for_trackers(ema_metrics, "eval_ema/"), step=progress.step)
+        accelerator.print(f"{header}, their EMA (decay {args.ema_decay}):")
+        accelerator.print(format_metrics_table(ema_metrics))
+        name = args.metric_for_best_model
+        if is_better(metric_value(ema_metrics, name), metric_value(metrics, name), args.greater_is_better):
+            metrics, weights = ema_metrics, "ema"
+        accelerator.print(f"Kept: {'the EMA' if weights == 'ema' else 'the weights'} (better {name}).")
     accelerator.log(metrics_for_trackers(metrics, "eval/"), step=progress.step)  # -1 (no such objects) left out
-    progress.metrics, progress.metrics_step = metrics, progress.step
-    if progress.best_metrics is None or metrics["AP"] > progress.best_metrics["AP"]:  # ties keep the earlier
-        progress.best_metrics, progress.best_step = metrics, progress.step
-        _save_model(run, args, Path(args.output_dir) / "best", metrics)
+    progress.metrics, progress.metrics_step, progress.weights = metrics, progress.step, weights
+    score = metric_value(metrics, args.metric_for_best_model)
+    best = None if progress.best_metrics is None else metric_value(progress.best_metrics, args.metric_for_best_model)
+    progress.evaluations_without_improvement = early_stopping_counter(
+        progress.evaluations_without_improvement, score, best, args.greater_is_better, args.early_stopping_threshold
+    )
+    if is_better(score, best, args.greater_is_better):  # ties keep the earlier model
+        progress.best_metrics, progress.best_step, progress.best_weights = metrics, progress.step, weights
+        _save_model(run, args, Path(args.output_dir) / "best", metrics, weights)
+
+
+def _score(run: _Run) -> dict[str, float]:
+    """The COCO metrics of the model's current weights on the evaluation split, the same on every process."""
+    evaluator = CocoEvaluator(run.eval.coco, run.eval.mapping)
+    metrics = evaluate_model(
+        run.model, run.eval_loader, run.eval.processor, evaluator, run.eval.mapping, run.accelerator
+    )
+    return _broadcast(run.accelerator, metrics)
 
 
 def _broadcast(accelerator: Accelerator, metrics: dict[str, float] | None) -> dict[str, float]:
@@ -291,8 +366,12 @@ def _broadcast(accelerator: Accelerator, metrics: dict[str, float] | None) -> di
     return box[0]
 
 
-def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: dict | None) -> Path:
+def _save_model(
+    run: _Run, args: DetrTrainingArguments, folder: Path, metrics: dict | None, weights: str = "model"
+) -> Path:
     """Write a Hub folder next to `folder` and swap it in whole: the previous one stays until this one is complete.
+
+    `weights`: "ema" saves the moving average of the weights instead of the weights themselves.
 
     Raises:
         OutputWriteError: disk full or no permission, naming the folder (the previous `folder` is untouched).
@@ -302,20 +381,33 @@ def _save_model(run: _Run, args: DetrTrainingArguments, folder: Path, metrics: d
     def write() -> None:
         if accelerator.is_main_process:
             tmp = temporary_sibling(folder)
-            save_hub_checkpoint(
-                accelerator.unwrap_model(run.model),
-                run.train.processor,
-                tmp,
-                dataset=args.data,
-                hyperparameters=_hparams(args),
-                metrics=metrics,
-                repo_id=folder.name,
-            )
+            model = accelerator.unwrap_model(run.model)
+            with run.ema.applied_to(model) if weights == "ema" else nullcontext():
+                _write_hub_folder(run, args, model, tmp, metrics, _card_repo_id(args, folder))
             replace_folder(tmp, folder)
 
     accelerator.wait_for_everyone()
     write_on_every_process(accelerator, write, folder)
     return folder
+
+
+def _card_repo_id(args: DetrTrainingArguments, folder: Path) -> str:
+    """What the model card's usage snippet loads: the repository `--push_to_hub` uploads to, else the folder."""
+    if args.hub_model_id or args.push_to_hub:
+        return args.hub_model_id or Path(args.output_dir).name
+    return str(folder)
+
+
+def _write_hub_folder(run: _Run, args: DetrTrainingArguments, model: Any, tmp: Path, metrics: Any, name: str) -> None:
+    save_hub_checkpoint(
+        model,
+        run.train.processor,
+        tmp,
+        dataset=args.data,
+        hyperparameters=_hparams(args),
+        metrics=metrics,
+        repo_id=name,
+    )
 
 
 def check_finite_loss(loss: torch.Tensor, loss_dict: dict, labels: list[dict], step: int) -> None:

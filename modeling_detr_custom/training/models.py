@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from modeling_detr_custom.data.categories import CategoryMapping
 from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfig
 from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
 
-__all__ = ["MODEL_PRESETS", "load_model_for_training"]
+__all__ = ["MODEL_PRESETS", "checkpoint_processor", "load_model_for_training"]
 
 # Named configurations. "detr-resnet-50/101" are the original architectures (ImageNet backbone weights from timm
 # when reachable). "detr-tiny" is the small configuration measured to learn fastest from scratch on two CPU cores
@@ -42,7 +43,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def load_model_for_training(
-    model: str, mapping: CategoryMapping, **config_overrides: Any
+    model: str, mapping: CategoryMapping, freeze_backbone: bool = False, **config_overrides: Any
 ) -> tuple[DetrCustomForObjectDetection, str | None]:
     """Build or load the model to train and give it the data set's labels.
 
@@ -52,6 +53,8 @@ def load_model_for_training(
             class head).
         mapping: the training data's categories; written into the config (`id2label`, `label2id`,
             `category_ids`) so predictions map back to the data set's own ids.
+        freeze_backbone: freeze every backbone stage, weights and BatchNorm statistics (`--freeze_backbone`, or
+            `--lr_backbone 0`: a backbone that does not learn must not drift through its BatchNorm statistics).
         config_overrides: config fields to set on a fresh model (ignored for checkpoints).
 
     Returns:
@@ -65,7 +68,7 @@ def load_model_for_training(
             for key, value in config_overrides.items():
                 setattr(config, key, value)
         mapping.apply_to_config(config)
-        return DetrCustomForObjectDetection(config), None
+        return _frozen(DetrCustomForObjectDetection(config), freeze_backbone), None
     if not Path(model).is_dir() and "/" not in model:
         raise ValueError(
             f"--model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a config file, a checkpoint "
@@ -79,7 +82,13 @@ def load_model_for_training(
     )
     _check_only_class_head_mismatched(model, info.get("mismatched_keys", []))
     mapping.apply_to_config(loaded.config)
-    return loaded, model
+    return _frozen(loaded, freeze_backbone), model
+
+
+def _frozen(model: DetrCustomForObjectDetection, freeze_backbone: bool) -> DetrCustomForObjectDetection:
+    if freeze_backbone:
+        model.model.freeze_backbone()
+    return model
 
 
 # A new number of classes changes only the class head; any other tensor that does not fit means the folder's
@@ -96,3 +105,18 @@ def _check_only_class_head_mismatched(model: str, mismatched: Any) -> None:
             f"describes (e.g. {name}: {old} in the weights, {new} in the model); they would be re-initialised. "
             "Check that config.json and model.safetensors come from the same checkpoint."
         )
+
+
+def checkpoint_processor(model: str, image_size: int | None) -> Any:
+    """The image processor of the checkpoint fine-tuned from, at the size it was trained with, or None.
+
+    None (the data set's default size) when `--image_size` is given or `model` is not a checkpoint folder with a
+    `preprocessor_config.json`: fine-tuning keeps the checkpoint's resolution instead of resetting it to 800/1333.
+    """
+    config = Path(model) / "preprocessor_config.json"
+    if image_size is not None or not config.is_file():
+        return None
+    from image_processing.image_processing_detr_custom import DetrCustomImageProcessor
+
+    size = json.loads(config.read_text()).get("size")
+    return DetrCustomImageProcessor(size=size) if size else None

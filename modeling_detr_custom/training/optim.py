@@ -61,16 +61,33 @@ def _fused_adamw_available() -> bool:
 
 
 def build_lr_scheduler(
-    optimizer: torch.optim.Optimizer, lr_drop_step: int | None, gamma: float = 0.1
+    optimizer: torch.optim.Optimizer,
+    lr_drop_step: int | None,
+    gamma: float = 0.1,
+    warmup_steps: int = 0,
+    scheduler_type: str = "step",
+    num_training_steps: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """StepLR expressed in optimizer steps: every learning rate is multiplied by `gamma` from `lr_drop_step` on.
+    """The learning-rate schedule, stepped once per optimizer step.
 
-    The original steps a StepLR once per epoch; counting optimizer steps instead gives the same schedule for
-    epoch-based runs (`lr_drop_step = lr_drop_epoch * steps_per_epoch`) and also works with `max_steps`, and a
-    resumed run restores it exactly from the scheduler state.
+    'step' (the default) is the original StepLR expressed in optimizer steps: every learning rate is multiplied
+    by `gamma` from `lr_drop_step` on. The original steps a StepLR once per epoch; counting optimizer steps instead
+    gives the same schedule for epoch-based runs (`lr_drop_step = lr_drop_epoch * steps_per_epoch`) and also works
+    with `max_steps`, and a resumed run restores it exactly from the scheduler state. With `warmup_steps`, the
+    rates first rise linearly from 0 (step 0) to their value (step `warmup_steps`).
+
+    Any other `scheduler_type` ('cosine', 'linear', 'constant', 'constant_with_warmup') is transformers'
+    `get_scheduler` with the same arguments as the Trainer gives it, so it behaves as `--lr_scheduler_type` does there.
     """
+    if scheduler_type != "step":
+        from transformers import get_scheduler
+
+        return get_scheduler(
+            scheduler_type, optimizer, num_warmup_steps=warmup_steps, num_training_steps=num_training_steps
+        )
 
     def factor(step: int) -> float:
-        return gamma if lr_drop_step is not None and step >= lr_drop_step else 1.0
+        warmup = step / warmup_steps if step < warmup_steps else 1.0
+        return warmup * (gamma if lr_drop_step is not None and step >= lr_drop_step else 1.0)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
-from transformers import EvalPrediction, SchedulerType, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EvalPrediction, SchedulerType, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import EvalLoopOutput
 
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import (
@@ -53,19 +55,27 @@ from modeling_detr_custom.training.checkpointing import (
     mark_complete,
     remove_old_checkpoints,
 )
-from modeling_detr_custom.training.distributed import needs_cpu_process_group
+from modeling_detr_custom.training.distributed import has_accelerator, needs_cpu_process_group
+from modeling_detr_custom.training.ema import ModelEma, check_ema_decay
 from modeling_detr_custom.training.hub import hub_errors, push_folder_to_hub, render_model_card
 from modeling_detr_custom.training.logging_utils import LossMeter
-from modeling_detr_custom.training.models import load_model_for_training
+from modeling_detr_custom.training.model_selection import is_better
+from modeling_detr_custom.training.models import checkpoint_processor, load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_param_groups
 from modeling_detr_custom.training.run_state import check_output_dir, free_space_check, read_run_file, write_run_file
+from modeling_detr_custom.training.trainer_callbacks import (
+    DetrEarlyStoppingCallback,
+    EmaCallback,
+    SetEpochCallback,
+    load_ema_state,
+    save_ema_state,
+)
 
 __all__ = [
     "CocoMetrics",
     "DetrDataArguments",
     "DetrTrainer",
     "DetrTrainerArguments",
-    "SetEpochCallback",
     "TrainerRunResult",
     "train_with_trainer",
 ]
@@ -133,6 +143,28 @@ class DetrTrainerArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = field(
         default=False, metadata={"help": "Every trainable DETR parameter gets a gradient (False, as the original)."}
     )
+    restore_callback_states_from_checkpoint: bool = field(
+        default=True,
+        metadata={"help": "Restore the callbacks' state (the early-stopping count) on resume (True)."},
+    )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0: off), as "
+            "scripts/train.py: both are evaluated (eval_model_*, eval_ema_*); eval_* and best/ and last/ are the "
+            "EMA's when it scores higher on --metric_for_best_model."
+        },
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={
+            "help": "Stop after this many evaluations without improving --metric_for_best_model by more than "
+            "--early_stopping_threshold (transformers' EarlyStoppingCallback; 0: never)."
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "How much the metric must improve to reset the early-stopping count."}
+    )
 
     def __post_init__(self) -> None:
         if self.remove_unused_columns:
@@ -140,7 +172,20 @@ class DetrTrainerArguments(TrainingArguments):
             self.remove_unused_columns = False
         if self.lr_backbone < 0 or self.lr_drop < 0:
             raise ValueError(f"--lr_backbone and --lr_drop must be >= 0; got {self.lr_backbone} and {self.lr_drop}.")
+        check_ema_decay(self.ema_decay)
+        if self.early_stopping_patience < 0 or self.early_stopping_threshold < 0:
+            raise ValueError("--early_stopping_patience and --early_stopping_threshold must be >= 0")
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise ValueError("--early_stopping_patience needs evaluations: --eval_strategy steps or epoch")
+        if self.label_smoothing_factor:
+            raise ValueError(
+                "--label_smoothing_factor is not supported: DETR's class loss is the set criterion's cross-entropy "
+                "over matched queries (no-object weighted), which the Trainer's label smoother cannot reach."
+            )
         if not self.use_cpu and needs_cpu_process_group():
+            self.use_cpu = True
+        if self.bf16 and not self.use_cpu and not has_accelerator():
+            logger.warning("--bf16 without a GPU: training on the CPU with bfloat16 autocast (as --use_cpu).")
             self.use_cpu = True
         super().__post_init__()
 
@@ -189,16 +234,6 @@ class CocoMetrics:
         self.evaluator.update(predictions_from_outputs(outputs, self.processor, orig_sizes, ids, self.mapping))
 
 
-class SetEpochCallback(TrainerCallback):
-    """Gives the training split the epoch before each epoch's data loader starts (new random crops per epoch)."""
-
-    def __init__(self, split: DetectionSplit) -> None:
-        self.split = split
-
-    def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-        self.split.set_epoch(int(state.epoch or 0))
-
-
 class DetrTrainer(Trainer):
     """`Trainer` for DETR: backbone parameter group, StepLR, fixed-shape evaluation outputs, our model card.
 
@@ -219,6 +254,7 @@ class DetrTrainer(Trainer):
         self.dataset_name = dataset_name
         self.base_model = base_model
         self.run_id = run_id
+        self.ema: ModelEma | None = None  # set by `train_with_trainer` with --ema_decay
         self.loss_meter = LossMeter()
         super().__init__(*args, **kwargs)
 
@@ -291,6 +327,34 @@ class DetrTrainer(Trainer):
         orig_sizes = torch.stack([target["orig_size"] for target in labels]).to(device)  # (B, 2)
         return loss, (outputs.logits.detach(), outputs.pred_boxes.detach()), (image_ids, orig_sizes)
 
+    def evaluation_loop(
+        self,
+        dataloader: Any,
+        description: str,
+        prediction_loss_only: bool | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> EvalLoopOutput:
+        """The Trainer's; with an EMA, the weights and their EMA are both evaluated (`<prefix>_model_*`,
+        `<prefix>_ema_*`) and `<prefix>_*` are those of the one scoring strictly higher on
+        `--metric_for_best_model` (ties keep the weights), `<prefix>_ema_used` 1.0 when it is the EMA."""
+        run = super().evaluation_loop
+        output = run(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if self.ema is None:
+            return output
+        with self.ema.applied_to(self.accelerator.unwrap_model(self.model)):
+            ema_output = run(dataloader, f"{description} (EMA)", prediction_loss_only, ignore_keys, metric_key_prefix)
+        key = self.args.metric_for_best_model or "AP"
+        key = key if key.startswith(f"{metric_key_prefix}_") else f"{metric_key_prefix}_{key}"
+        use_ema = is_better(ema_output.metrics[key], output.metrics[key], bool(self.args.greater_is_better))
+        chosen = ema_output if use_ema else output
+        metrics = dict(chosen.metrics)
+        for kind, source in (("model", output), ("ema", ema_output)):
+            prefix = f"{metric_key_prefix}_"
+            metrics.update({f"{prefix}{kind}_{k[len(prefix) :]}": v for k, v in source.metrics.items()})
+        metrics[f"{metric_key_prefix}_ema_used"] = float(use_ema)
+        return EvalLoopOutput(chosen.predictions, chosen.label_ids, metrics, chosen.num_samples)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The Trainer's (checkpoints included); a failed write is one `OutputWriteError` on every process."""
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:  # their saves are collective: left to the Trainer
@@ -302,7 +366,8 @@ class DetrTrainer(Trainer):
     def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
         """The Trainer's checkpoint, then a completion marker; rotation removes only this run's older checkpoints.
 
-        The marker (`training_progress.json`: step, run id, every file's size) is written after every process has
+        With `--ema_decay`, the EMA of the weights (`ema_state.pt`) is part of it. The marker
+        (`training_progress.json`: step, run id, every file's size) is written after every process has
         finished writing, so `--resume_from_checkpoint latest` can tell a complete checkpoint from one a kill or a
         full disk cut short (or one truncated later) and skip it. Rotation runs after the marker, so a kill never
         leaves fewer complete checkpoints than `--save_total_limit`, and never touches another run's folders.
@@ -322,14 +387,18 @@ class DetrTrainer(Trainer):
 
         def complete() -> None:
             if self.args.should_save:
+                if self.ema is not None:  # part of the checkpoint: written before the marker that lists its size
+                    save_ema_state(self.ema, folder)
                 mark_complete(folder, TrainingProgress(step=self.state.global_step, run_id=self.run_id))
                 if limit:
                     remove_old_checkpoints(folder.parent, limit, self.run_id, self.state.best_model_checkpoint)
 
         write_on_every_process(self.accelerator, complete, folder)
 
-    def save_model_folder(self, folder: Path, metrics: dict[str, float] | None) -> Path:
+    def save_model_folder(self, folder: Path, metrics: dict[str, float] | None, use_ema: bool = False) -> Path:
         """Write a complete Hub folder next to `folder` and swap it in whole (as `train.py` writes best/ and last/).
+
+        `use_ema`: save the EMA of the weights instead of the weights.
 
         Raises:
             OutputWriteError: disk full or no permission, naming the folder (the previous `folder` is untouched).
@@ -338,7 +407,9 @@ class DetrTrainer(Trainer):
         def write() -> None:
             if self.is_world_process_zero():
                 tmp = temporary_sibling(folder)
-                self._save(str(tmp))  # weights, config with auto_map, processor, source files
+                model = self.accelerator.unwrap_model(self.model)
+                with self.ema.applied_to(model) if use_ema and self.ema else nullcontext():
+                    self._save(str(tmp))  # weights, config with auto_map, processor, source files
                 self.create_model_card(folder=tmp, metrics=metrics)
                 if metrics:
                     (tmp / "eval_results.json").write_text(json.dumps(metrics_for_json(metrics), indent=2))
@@ -352,7 +423,8 @@ class DetrTrainer(Trainer):
         """The Trainer's comparison (strictly better; its score survives a resume), saving `best/` on a new best."""
         is_new_best = super()._determine_best_metric(metrics, trial)
         if is_new_best:
-            self.save_model_folder(Path(self.args.output_dir) / "best", _coco_metrics(metrics))
+            best = Path(self.args.output_dir) / "best"
+            self.save_model_folder(best, _coco_metrics(metrics), use_ema=bool(metrics.get("eval_ema_used")))
         return is_new_best
 
     def create_model_card(
@@ -419,7 +491,8 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
     checkpoint, run_id = _resume_point(args)
     set_seed(args.seed)  # identical initial weights on every process
     train_split, eval_split = _load_splits(data_args, args)
-    model, base_model = load_model_for_training(data_args.model, train_split.mapping)
+    freeze = data_args.freeze_backbone or args.lr_backbone == 0
+    model, base_model = load_model_for_training(data_args.model, train_split.mapping, freeze_backbone=freeze)
     model.config.auxiliary_loss = True  # the original trains with a loss on every decoder layer
     if PartialState().is_main_process:
         warning = free_space_check(args.output_dir, model)  # the same estimate as train.py's
@@ -440,10 +513,12 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
     )
     if trainer.is_world_process_zero():  # the folder belongs to this run once its setup has succeeded
         write_run_file(args, run_id, arguments=args.to_dict())
+    _add_ema_and_early_stopping(trainer, args, checkpoint)
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics = _final_metrics(trainer)
     output_dir = Path(args.output_dir)
-    last_dir = trainer.save_model_folder(output_dir / "last", _coco_metrics(metrics))
+    use_ema = bool(metrics.get("eval_ema_used"))
+    last_dir = trainer.save_model_folder(output_dir / "last", _coco_metrics(metrics), use_ema=use_ema)
     best_dir = output_dir / "best" if (output_dir / "best").is_dir() else None
     metrics = _coco_metrics(metrics)
     if trainer.is_world_process_zero():
@@ -511,10 +586,23 @@ def _check_named_checkpoint(path: Path) -> None:
         )
 
 
+def _add_ema_and_early_stopping(trainer: DetrTrainer, args: DetrTrainerArguments, checkpoint: str | None) -> None:
+    """With --ema_decay, the EMA (continued from the checkpoint resumed from) and its callback; with
+    --early_stopping_patience, the early-stopping callback."""
+    if args.ema_decay > 0:
+        trainer.ema = ModelEma(trainer.accelerator.unwrap_model(trainer.model), args.ema_decay)
+        if checkpoint:  # the one `_resume_point` chose
+            load_ema_state(trainer.ema, checkpoint)
+        trainer.add_callback(EmaCallback(trainer.ema))
+    if args.early_stopping_patience > 0:
+        trainer.add_callback(DetrEarlyStoppingCallback(args.early_stopping_patience, args.early_stopping_threshold))
+
+
 def _load_splits(data_args: DetrDataArguments, args: DetrTrainerArguments) -> tuple[DetectionSplit, DetectionSplit]:
     with args.main_process_first(desc="loading the data"):  # the synthetic data set is generated once
         train_split = load_detection_split(
             data_args.data, data_args.train_split, image_size=data_args.image_size, train=True,
+            processor=checkpoint_processor(data_args.model, data_args.image_size),
             augment=data_args.augment, hflip=not data_args.no_hflip, on_error=data_args.on_bad_data, seed=args.seed,
         )  # fmt: skip
         eval_split = load_detection_split(
@@ -562,6 +650,7 @@ def _hyperparameters(args: DetrTrainerArguments) -> dict[str, Any]:
     names = (
         "learning_rate", "lr_backbone", "weight_decay", "max_grad_norm", "lr_scheduler_type", "lr_drop",
         "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "seed",
+        "ema_decay",
     )  # fmt: skip
     values = {name: getattr(args, name) for name in names}
     return {

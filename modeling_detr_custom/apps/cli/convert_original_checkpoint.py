@@ -35,6 +35,7 @@ def parse_arguments(argv: list[str] | None = None) -> ConvertArguments:
     parser.add_argument("checkpoint", type=Path, help="original .pth: {'model': state_dict, ...} or a state dict")
     parser.add_argument("output_dir", type=Path, help="folder to write (created if needed, files overwritten)")
     parser.add_argument(
+        "--num_heads",
         "--num-heads",
         type=int,
         default=None,
@@ -43,17 +44,22 @@ def parse_arguments(argv: list[str] | None = None) -> ConvertArguments:
     )
     parser.add_argument(
         "--dilation",
-        action=argparse.BooleanOptionalAction,
+        action="store_true",
         default=None,
         help="the backbone's last stage is dilated (DC5 checkpoints; the weights cannot tell); default: the "
         "checkpoint's saved training args when present, else off",
     )
+    parser.add_argument("--no_dilation", "--no-dilation", dest="dilation", action="store_false", help="not dilated")
     parser.add_argument(
+        "--pre_norm",
         "--pre-norm",
-        action=argparse.BooleanOptionalAction,
+        action="store_true",
         default=None,
-        help="assert pre-norm (--pre-norm) or post-norm (--no-pre-norm) layers; default: inferred from the "
+        help="assert pre-norm (--pre_norm) or post-norm (--no_pre_norm) layers; default: inferred from the "
         "weights (only pre-norm models have transformer.encoder.norm), a contradiction is an error",
+    )
+    parser.add_argument(
+        "--no_pre_norm", "--no-pre-norm", dest="pre_norm", action="store_false", help="assert post-norm layers"
     )
     parser.add_argument(
         "--id2label",

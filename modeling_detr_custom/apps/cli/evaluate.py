@@ -1,7 +1,7 @@
 """COCO bbox evaluation (pycocotools) of a checkpoint folder on a data set split.
 
 python scripts/evaluate.py --model outputs/detr-custom/best --data path/to/coco --split val2017 --output m.json
-accelerate launch --num_processes 2 scripts/evaluate.py --model ... --data ...
+accelerate launch --multi_gpu --num_processes 2 scripts/evaluate.py --model ... --data ...
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Detect objects in images with a trained checkpoint: a JSON list per image, and optionally drawn pictures.
 
 python scripts/predict.py --model outputs/detr-custom/last photos/ extra.jpg "shots/**/*.png"
-python scripts/predict.py --model my-name/detr-shapes photos/ --output detections.json --draw drawn/ --top-k 10
+python scripts/predict.py --model my-name/detr-shapes photos/ --output detections.json --draw drawn/ --top_k 10
 python scripts/predict.py --model onnx/ --backend onnxruntime photos/   (onnx/ written by scripts/export_onnx.py)
 """
 

@@ -1,7 +1,8 @@
 """Train DETR with Accelerate on one process, several GPUs, or CPU processes.
 
 python scripts/train.py --max_steps 200                       # synthetic data, small CPU model
-accelerate launch --num_processes 2 scripts/train.py --data path/to/coco --model detr-resnet-50
+accelerate launch --multi_gpu --num_processes 2 scripts/train.py --data path/to/coco --model detr-resnet-50
+(--multi_gpu also on a machine without GPU: the processes then train on the CPU with gloo)
 """
 
 from __future__ import annotations

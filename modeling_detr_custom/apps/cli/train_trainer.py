@@ -2,7 +2,7 @@
 
 python scripts/train_trainer.py --max_steps 200                        # synthetic data, small CPU model
 torchrun --nproc_per_node 4 scripts/train_trainer.py --data path/to/coco --model detr-resnet-50 --bf16 True
-accelerate launch --num_processes 2 scripts/train_trainer.py --data cppe-5 --push_to_hub --hub_model_id me/detr
+accelerate launch --multi_gpu --num_processes 2 scripts/train_trainer.py --data cppe-5 --push_to_hub --hub_model_id u/d
 
 The final model goes to OUTPUT_DIR/last and the best evaluated one (--metric_for_best_model, AP) to OUTPUT_DIR/best,
 as with scripts/train.py. An --output_dir holding another run is refused unless --resume_from_checkpoint or
