@@ -470,7 +470,13 @@ def test_trainer_best_and_last_hold_the_ema_when_it_scores_higher(tmp_path: Path
     _script_coco_scores(monkeypatch, [{"AP": 0.3}, {"AP": 0.2}], ema_scores=[{"AP": 0.1}, {"AP": 0.5}])
     assert _train_in_process(tmp_path / "out", "--max_steps", "2", "--ema_decay", "0.5") == 0
     run = tmp_path / "out"
-    assert sorted(p.name for p in run.iterdir()) == ["best", "checkpoint-1", "checkpoint-2", "last"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best",
+        "checkpoint-1",
+        "checkpoint-2",
+        "last",
+        "training_args.json",
+    ]
     ema = torch.load(run / "checkpoint-2" / "ema_state.pt", weights_only=True)
     assert ema["num_updates"] == 2
     name = "class_labels_classifier.weight"

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,27 +30,19 @@ from typing import Any
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
-from transformers import EvalPrediction, SchedulerType, Trainer, TrainingArguments, set_seed
+from transformers import SchedulerType, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import EvalLoopOutput
 
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import (
     METRIC_NAMES,
     PER_CLASS_METRIC_NAMES,
-    CocoEvaluator,
     metrics_for_json,
-    metrics_for_trackers,
-    predictions_from_outputs,
 )
 from modeling_detr_custom.training.arguments import DetrDataArguments
 from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
 from modeling_detr_custom.training.checkpointing import (
-    PROGRESS_FILE,
-    CheckpointError,
     TrainingProgress,
-    checkpoint_damage,
-    find_latest_checkpoint,
     mark_complete,
     remove_old_checkpoints,
 )
@@ -62,7 +53,7 @@ from modeling_detr_custom.training.logging_utils import LossMeter
 from modeling_detr_custom.training.model_selection import is_better
 from modeling_detr_custom.training.models import checkpoint_processor, load_model_for_training
 from modeling_detr_custom.training.optim import build_lr_scheduler, build_param_groups
-from modeling_detr_custom.training.run_state import check_output_dir, free_space_check, read_run_file, write_run_file
+from modeling_detr_custom.training.run_state import check_output_dir, free_space_check, write_run_file
 from modeling_detr_custom.training.trainer_callbacks import (
     DetrEarlyStoppingCallback,
     EmaCallback,
@@ -70,6 +61,8 @@ from modeling_detr_custom.training.trainer_callbacks import (
     load_ema_state,
     save_ema_state,
 )
+from modeling_detr_custom.training.trainer_metrics import CocoMetrics
+from modeling_detr_custom.training.trainer_resume import resume_point
 
 __all__ = [
     "CocoMetrics",
@@ -188,50 +181,6 @@ class DetrTrainerArguments(TrainingArguments):
             logger.warning("--bf16 without a GPU: training on the CPU with bfloat16 autocast (as --use_cpu).")
             self.use_cpu = True
         super().__post_init__()
-
-
-class CocoMetrics:
-    """`compute_metrics` for the Trainer: COCO bbox mAP with the shared pycocotools evaluator.
-
-    Each call receives one gathered batch (with `batch_eval_metrics`) or the whole evaluation set: predictions
-    `(logits (B, Q, C+1), pred_boxes (B, Q, 4))` and label ids `(image_ids (B,), orig_sizes (B, 2))`, as
-    `DetrTrainer.prediction_step` returns them. The main process post-processes them into the evaluator (CPU
-    numpy; duplicate image ids, e.g. from a padded last batch, count once); at `compute_result` it scores them and
-    every process gets the same metrics (so all agree on the best checkpoint): the COCO keys (`AP`, `AP50`, ...)
-    and `num_images`, the number of distinct images scored.
-
-    Args:
-        split: The evaluation split (its `coco` ground truth, `mapping` and `processor`).
-    """
-
-    def __init__(self, split: DetectionSplit) -> None:
-        self.processor = split.processor
-        self.mapping = split.mapping
-        self.evaluator = CocoEvaluator(split.coco, split.mapping)
-
-    def __call__(self, eval_prediction: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
-        state = PartialState()
-        if state.is_main_process:
-            self._update(eval_prediction)
-        if not compute_result:
-            return {}
-        metrics = [self._compute() if state.is_main_process else None]
-        if state.num_processes > 1:
-            broadcast_object_list(metrics, from_process=0)
-        return metrics[0]
-
-    def _compute(self) -> dict[str, float]:
-        # Flat scalars for the Trainer's logs and trackers: `per_class/<name>/AP`, pycocotools' -1 left out.
-        metrics = {**metrics_for_trackers(self.evaluator.compute()), "num_images": len(self.evaluator.predictions)}
-        self.evaluator.reset()
-        return metrics
-
-    def _update(self, eval_prediction: EvalPrediction) -> None:
-        logits, pred_boxes = (torch.as_tensor(x).detach().cpu().float() for x in eval_prediction.predictions)
-        image_ids, orig_sizes = (torch.as_tensor(x).detach().cpu() for x in eval_prediction.label_ids)
-        outputs = {"logits": logits, "pred_boxes": pred_boxes}  # (B, Q, C+1), (B, Q, 4)
-        ids = image_ids.reshape(-1).tolist()
-        self.evaluator.update(predictions_from_outputs(outputs, self.processor, orig_sizes, ids, self.mapping))
 
 
 class DetrTrainer(Trainer):
@@ -488,7 +437,7 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
         OutputWriteError: `output_dir` cannot be written, before any training, or a save failed (naming the folder).
     """
     check_output_dir(args)  # every process sees the same folder before any of them writes into it
-    checkpoint, run_id = _resume_point(args)
+    checkpoint, run_id = resume_point(args)
     set_seed(args.seed)  # identical initial weights on every process
     train_split, eval_split = _load_splits(data_args, args)
     freeze = data_args.freeze_backbone or args.lr_backbone == 0
@@ -529,61 +478,6 @@ def train_with_trainer(data_args: DetrDataArguments, args: DetrTrainerArguments)
         trainer.push_to_hub(commit_message="End of training")
     trainer.end()  # trackers finished, process group destroyed
     return TrainerRunResult(output_dir, metrics, trainer.state.global_step, last_dir, best_dir)
-
-
-def _resume_point(args: DetrTrainerArguments) -> tuple[str | None, str]:
-    """The checkpoint to resume from (None: start fresh) and the id of the run that now writes into `output_dir`.
-
-    `latest` is the newest complete, undamaged checkpoint of the run recorded in `output_dir` (each damaged newer one
-    is reported); a run started with `--overwrite_output_dir` gets a new id, so it never resumes or rotates the
-    checkpoints of the run it replaced. The main process decides; every process gets the same answer.
-
-    Raises:
-        CheckpointError: the checkpoint named by `--resume_from_checkpoint PATH` is incomplete or damaged.
-    """
-    state = PartialState()
-    answer: list[Any] = [None, "", None]  # checkpoint, run id, error message
-    if state.is_main_process:
-        try:
-            answer = [*_find_resume_point(args), None]
-        except ValueError as error:  # CheckpointError, an unreadable run file: every process must stop
-            answer = [None, "", str(error)]
-    if state.num_processes > 1:
-        broadcast_object_list(answer, from_process=0)
-    if answer[2] is not None:
-        raise CheckpointError(answer[2])
-    return answer[0], answer[1]
-
-
-def _find_resume_point(args: DetrTrainerArguments) -> tuple[str | None, str]:
-    saved = read_run_file(args.output_dir) if args.resume_from_checkpoint else None
-    run_id = saved.get("run_id", "") if saved else ""
-    checkpoint = args.resume_from_checkpoint
-    if checkpoint == "latest":
-        found = find_latest_checkpoint(args.output_dir, run_id or None, report=print)
-        if found is None:
-            print(f"No complete checkpoint in {args.output_dir}; starting from scratch.")
-        checkpoint = str(found) if found else None
-    elif checkpoint:
-        _check_named_checkpoint(Path(checkpoint))
-        if Path(checkpoint).parent.resolve() != Path(args.output_dir).resolve():
-            run_id = ""  # continuing another folder's checkpoint: a new run in this folder
-    if checkpoint:
-        print(f"Resuming from {checkpoint}.")
-    return checkpoint, run_id or uuid.uuid4().hex
-
-
-def _check_named_checkpoint(path: Path) -> None:
-    """Refuse an incomplete or damaged checkpoint by name (one written by a plain `Trainer`, with no marker, passes)."""
-    if not path.is_dir():
-        raise CheckpointError(f"--resume_from_checkpoint {path}: no such checkpoint folder.")
-    unmarked_trainer_checkpoint = not (path / PROGRESS_FILE).exists() and (path / "trainer_state.json").is_file()
-    damage = None if unmarked_trainer_checkpoint else checkpoint_damage(path)
-    if damage is not None:
-        raise CheckpointError(
-            f"{path} cannot be resumed from: {damage}. Pass another checkpoint-<step> folder, or 'latest' "
-            "(the newest undamaged one)."
-        )
 
 
 def _add_ema_and_early_stopping(trainer: DetrTrainer, args: DetrTrainerArguments, checkpoint: str | None) -> None:
