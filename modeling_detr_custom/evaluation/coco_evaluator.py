@@ -27,9 +27,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.evaluation.duplicates import DUPLICATE_SCORE_THRESHOLD, duplicate_rate
 from modeling_detr_custom.model.box_ops import box_xyxy_to_xywh
 
-__all__ = ["METRIC_NAMES", "CocoEvaluator", "format_metrics_table", "predictions_from_outputs"]
+__all__ = ["DUPLICATE_RATE", "METRIC_NAMES", "CocoEvaluator", "format_metrics_table", "predictions_from_outputs"]
 
 # The first 9 of the 12 COCOeval.stats, in order; the 3 AR-by-area entries are not reported.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
@@ -43,7 +44,10 @@ _METRIC_DESCRIPTIONS = {
     "AR1": "AR, 1 detection per image",
     "AR10": "AR, 10 detections per image",
     "AR100": "AR, 100 detections per image",
+    "duplicate_rate": "detections > 0.5 overlapping one of their class (IoU > 0.7)",
 }
+# Reported next to the COCO metrics (evaluation/duplicates.py): lower is better.
+DUPLICATE_RATE = "duplicate_rate"
 
 
 class CocoEvaluator:
@@ -101,6 +105,8 @@ class CocoEvaluator:
         Returns:
             `{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"}` as floats in [0, 1]; -1 means
             the split has no ground truth in that area range (pycocotools' convention). No detections give 0.
+            Plus `duplicate_rate` (`evaluation/duplicates.py`): the fraction of detections scored above 0.5 that
+            overlap another one of their class with IoU > 0.7.
         """
         coco_dt = self._detections_as_coco()
         coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
@@ -111,7 +117,9 @@ class CocoEvaluator:
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
-        return {name: float(coco_eval.stats[i]) for i, name in enumerate(METRIC_NAMES)}
+        metrics = {name: float(coco_eval.stats[i]) for i, name in enumerate(METRIC_NAMES)}
+        metrics[DUPLICATE_RATE] = duplicate_rate(self.predictions.values(), DUPLICATE_SCORE_THRESHOLD)
+        return metrics
 
     def _to_numpy(self, prediction: Mapping[str, Any]) -> dict[str, np.ndarray]:
         image_id = int(_as_array(prediction["image_id"]).reshape(-1)[0])

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES
+from modeling_detr_custom.evaluation.coco_evaluator import DUPLICATE_RATE, METRIC_NAMES
 
 __all__ = ["HubUploadError", "hub_errors", "push_folder_to_hub", "render_model_card", "save_hub_checkpoint"]
 
@@ -66,7 +66,9 @@ def render_model_card(
     if metrics:
         body += ["", "## Evaluation (COCO bbox, pycocotools)", "", "| metric | value |", "|---|---|"]
         body += [
-            f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |" for k in METRIC_NAMES if k in metrics
+            f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |"
+            for k in (*METRIC_NAMES, DUPLICATE_RATE)
+            if k in metrics
         ]
     if hyperparameters:
         body += ["", "## Training hyper-parameters", "", "| name | value |", "|---|---|"]
