@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
-from modeling_detr_custom.model.criterion import SetCriterion, sigmoid_focal_loss
+from modeling_detr_custom.model.criterion import SetCriterion, sigmoid_focal_loss, varifocal_loss
 from modeling_detr_custom.model.matcher import HungarianMatcher
 from modeling_detr_custom.model.query_anchors import grid_anchor_boxes
 from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config
@@ -179,6 +179,64 @@ def test_focal_model_trains_with_labels() -> None:
     no_object_row = model.class_labels_classifier.weight.grad[-1]
     assert torch.count_nonzero(no_object_row) == 0  # the pinned logit never trains
     assert model.model.extra_query_position_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_varifocal_loss_equals_the_formula() -> None:
+    """Positives: BCE towards the IoU, weighted by the IoU; negatives: BCE towards 0, weighted by alpha * p^gamma."""
+    logits = torch.tensor([[2.0, -1.0], [0.5, -3.0]])
+    quality = torch.tensor([[0.6, 0.0], [0.0, 0.9]])
+    alpha, gamma = 0.75, 2.0
+    expected = torch.empty(4)
+    for index, (z, q) in enumerate(zip(logits.flatten().tolist(), quality.flatten().tolist())):
+        p = 1 / (1 + math.exp(-z))
+        bce = -(q * math.log(p) + (1 - q) * math.log(1 - p))
+        expected[index] = q * bce if q > 0 else alpha * p**gamma * bce
+    torch.testing.assert_close(varifocal_loss(logits, quality, alpha, gamma), expected.view(2, 2))
+
+
+def test_varifocal_criterion_targets_the_iou_of_the_matched_box() -> None:
+    """One target, matched to query 1 whose box is the target's, shifted: its class target is that IoU."""
+    logits = torch.tensor([[[0.3, -0.2, 5.0], [1.5, -1.0, -5.0]]])  # (1, 2, 2 + 1); no-object column ignored
+    pred_boxes = torch.tensor([[[0.2, 0.2, 0.1, 0.1], [0.65, 0.6, 0.3, 0.3]]])  # IoU 0.25 / 0.35 with the target
+    targets = [{"class_labels": torch.tensor([0]), "boxes": torch.tensor([[0.6, 0.6, 0.3, 0.3]])}]
+    matcher = HungarianMatcher(class_cost_type="focal")
+    criterion = SetCriterion(2, matcher, class_loss_type="varifocal", focal_alpha=0.75, focal_gamma=2.0)
+    _, loss_dict = criterion(logits, pred_boxes, targets)
+
+    def varifocal(z: float, quality: float) -> float:
+        p = 1 / (1 + math.exp(-z))
+        bce = -(quality * math.log(p) + (1 - quality) * math.log(1 - p))
+        return quality * bce if quality > 0 else 0.75 * p**2 * bce
+
+    iou = 0.25 / 0.35
+    expected = varifocal(0.3, 0) + varifocal(-0.2, 0) + varifocal(1.5, iou) + varifocal(-1.0, 0)  # / num_boxes 1
+    torch.testing.assert_close(loss_dict["loss_ce"], torch.tensor(expected))
+    # The score (sigmoid 1.5 = 0.82) is pushed up towards 1 for a perfect box, down towards 0.71 for this one.
+    for box, direction in ((targets[0]["boxes"][0], -1.0), (pred_boxes[0, 1], 1.0)):
+        trained = logits.clone().requires_grad_(True)
+        boxes = pred_boxes.clone()
+        boxes[0, 1] = box
+        criterion(trained, boxes, targets)[1]["loss_ce"].backward()
+        assert torch.sign(trained.grad[0, 1, 0]) == direction
+
+
+def test_varifocal_model_trains_and_keeps_the_sigmoid_scores(tmp_path) -> None:
+    model = _model(class_loss_type="varifocal", query_anchor_boxes=True).train()
+    assert model.criterion.matcher.class_cost_type == "focal"
+    bias = model.class_labels_classifier.bias[:-1]
+    torch.testing.assert_close(bias.sigmoid(), torch.full_like(bias, 0.01))
+    outputs = model(**make_pixel_inputs(), labels=make_labels())
+    assert torch.isfinite(outputs.loss) and outputs.logits.shape == (2, model.config.num_queries, 4)
+    assert torch.equal(outputs.logits[..., -1], torch.zeros_like(outputs.logits[..., -1]))
+    outputs.loss.backward()
+    assert model.class_labels_classifier.weight.grad[:-1].abs().sum() > 0
+    assert torch.count_nonzero(model.class_labels_classifier.weight.grad[-1]) == 0
+    model.save_pretrained(tmp_path)
+    reloaded = DetrCustomForObjectDetection.from_pretrained(tmp_path)
+    assert reloaded.config.class_loss_type == "varifocal" and reloaded.criterion.class_loss_type == "varifocal"
+    inputs = make_pixel_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(**inputs).logits, model.eval()(**inputs).logits)
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,7 @@ def train_command(args: DemoArguments, data_dir: Path, train_dir: Path) -> list[
         "--num_machines=1",
         "--mixed_precision=no",
         "--dynamo_backend=no",
+        "--main_process_port=0",  # a free port: two demos (or tests) on one machine must not collide on 29500
         "--module",
         "modeling_detr_custom.apps.cli.train",
         f"--data={data_dir}",

@@ -13,7 +13,7 @@ from .validation import check_choice, check_matching_costs, check_non_negative
 __all__ = ["DetrCustomConfig"]
 
 _POSITION_EMBEDDING_TYPES = ("sine", "learned")
-_CLASS_LOSS_TYPES = ("cross_entropy", "sigmoid_focal")
+_CLASS_LOSS_TYPES = ("cross_entropy", "sigmoid_focal", "varifocal")
 _NUM_BACKBONE_STAGES = 5  # stem + 4 residual stages, the torchvision/timm convention
 _DEFAULT_BACKBONE = "resnet50"
 
@@ -75,8 +75,13 @@ class DetrCustomConfig(DetrConfig):
             original). `"sigmoid_focal"`: sigmoid focal loss (Lin et al.) over the `num_labels` object classes
             with matching cost to suit, as Deformable DETR; the no-object logit is then held at 0 so the usual
             softmax post-processing gives the sigmoid scores (see `DetrCustomForObjectDetection`).
+            `"varifocal"`: IoU-aware classification (VarifocalNet, as RT-DETR and D-FINE): the same sigmoid
+            scores and matching cost, but a matched query's target for its class is the IoU of its box with the
+            target box instead of 1, so scores rank boxes by quality and a loose second box on an object scores
+            low; negatives are weighted by `focal_alpha * p ** focal_gamma`.
         focal_alpha, focal_gamma (`float`, *optional*, defaults to 0.25, 2):
-            Weight of positives and focusing exponent of the sigmoid focal loss and its matching cost.
+            Weight of positives and focusing exponent of the sigmoid focal loss and its matching cost (with
+            `"varifocal"`: the weight of the negatives, 0.75 in VarifocalNet).
         mask_loss_coefficient, dice_loss_coefficient (`float`, *optional*, defaults to 1):
             Segmentation-only settings of `DetrConfig`, kept for compatibility and unused by detection.
 

@@ -426,7 +426,7 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
                 config.num_queries, config.num_query_groups, config.anchor_box_size
             )
         focal = {"focal_alpha": config.focal_alpha, "focal_gamma": config.focal_gamma}
-        class_cost_type = "focal" if config.class_loss_type == "sigmoid_focal" else "probability"
+        class_cost_type = "probability" if config.class_loss_type == "cross_entropy" else "focal"
         matcher = HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost, class_cost_type, **focal)
         self.criterion = SetCriterion(
             config.num_labels,
@@ -452,7 +452,7 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
         if self.config.query_anchor_boxes and bbox_layers is not None and module is bbox_layers.layers[-1]:
             init.zeros_(module.weight)
             init.zeros_(module.bias)
-        if module is getattr(self, "class_labels_classifier", None) and self.config.class_loss_type == "sigmoid_focal":
+        if module is getattr(self, "class_labels_classifier", None) and self.config.class_loss_type != "cross_entropy":
             init.constant_(module.bias, -math.log((1 - _FOCAL_PRIOR_PROBABILITY) / _FOCAL_PRIOR_PROBABILITY))
 
     def _boxes(self, hidden_states: Tensor) -> Tensor:
@@ -463,14 +463,14 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
         return box_logits.sigmoid()
 
     def _class_logits(self, hidden_states: Tensor) -> Tensor:
-        """Class logits `(..., num_labels + 1)`; with the sigmoid focal loss the no-object logit is pinned at 0.
+        """Class logits `(..., num_labels + 1)`; with a sigmoid (focal, varifocal) loss the no-object logit is 0.
 
         Softmax post-processing then turns object logits `z` into `exp(z_c) / (1 + sum_j exp(z_j))`, which is
         `sigmoid(z_c)` when one class dominates: the scores of the focal-trained model, and the same numbers in
         transformers' DETR (the no-object row of the class head never receives a gradient).
         """
         logits = self.class_labels_classifier(hidden_states)
-        if self.config.class_loss_type != "sigmoid_focal":
+        if self.config.class_loss_type == "cross_entropy":
             return logits
         return torch.cat([logits[..., :-1], torch.zeros_like(logits[..., -1:])], dim=-1)
 
