@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
+from modeling_detr_custom.model.box_refinement import refine_boxes
 from modeling_detr_custom.model.criterion import SetCriterion, sigmoid_focal_loss, varifocal_loss
 from modeling_detr_custom.model.matcher import HungarianMatcher
 from modeling_detr_custom.model.query_anchors import grid_anchor_boxes
@@ -247,6 +248,7 @@ def test_varifocal_model_trains_and_keeps_the_sigmoid_scores(tmp_path) -> None:
         ({"focal_alpha": 1.5}, "focal_alpha"),
         ({"focal_gamma": -1}, "focal_gamma"),
         ({"anchor_box_size": 1.0}, "anchor_box_size"),
+        ({"box_refinement": "deformable"}, "box_refinement"),
     ],
 )
 def test_bad_option_values_raise_naming_the_field(overrides: dict, field: str) -> None:
@@ -298,3 +300,51 @@ def test_query_anchor_boxes_survive_a_save_load_round_trip(tmp_path) -> None:
     inputs = make_pixel_inputs()
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(**inputs).pred_boxes, model.eval()(**inputs).pred_boxes)
+
+
+def test_refine_boxes_chains_the_layers_in_logit_space() -> None:
+    offsets = torch.tensor([0.5, -0.25, 1.0]).view(3, 1, 1, 1).expand(3, 1, 2, 4).clone().requires_grad_(True)
+    anchors = torch.zeros(2, 4)
+    anchors[1] = 1.0
+    boxes = refine_boxes(offsets, anchors, "iterative")
+    assert boxes.shape == (3, 1, 2, 4)
+    cumulative = torch.tensor([0.5, 0.25, 1.25])
+    torch.testing.assert_close(boxes[:, 0, 0, 0], cumulative.sigmoid())
+    torch.testing.assert_close(boxes[:, 0, 1, 0], (cumulative + 1).sigmoid())
+    torch.testing.assert_close(refine_boxes(offsets, anchors, "look_forward_twice"), boxes)  # same values
+    torch.testing.assert_close(refine_boxes(offsets, None, "iterative")[:, 0, 1, 0], cumulative.sigmoid())
+    # The last layer's loss trains only its own offset ("iterative") or every earlier one too (look forward twice).
+    for mode, expected_layers in (("iterative", [2]), ("look_forward_twice", [0, 1, 2])):
+        offsets.grad = None
+        refine_boxes(offsets, anchors, mode)[-1].sum().backward()
+        assert torch.nonzero(offsets.grad.flatten(1).abs().sum(1)).flatten().tolist() == expected_layers, mode
+    with pytest.raises(ValueError, match="mode"):
+        refine_boxes(offsets, anchors, "none")
+
+
+@pytest.mark.parametrize("mode", ["iterative", "look_forward_twice"])
+def test_box_refinement_model_starts_at_the_anchors_and_infers_like_training(mode: str, tmp_path) -> None:
+    model = _model(box_refinement=mode, query_anchor_boxes=True, auxiliary_loss=False)
+    assert not any("refine" in name for name in model.state_dict())  # no new weights
+    inputs = make_pixel_inputs()
+    training = model.train()(**inputs, labels=make_labels())
+    anchors = grid_anchor_boxes(model.config.num_queries, model.config.anchor_box_size).expand(2, -1, -1)
+    torch.testing.assert_close(training.pred_boxes, anchors)
+    assert training.auxiliary_outputs is not None  # every layer's refined box is trained, even without aux loss
+    for auxiliary in training.auxiliary_outputs:
+        torch.testing.assert_close(auxiliary["pred_boxes"], anchors)
+    training.loss.backward()
+    assert model.bbox_predictor.layers[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.bbox_predictor.layers[-1].bias.normal_()  # away from the anchors, as after training
+        trained = model(**inputs).pred_boxes
+        inference = model.eval()(**inputs)
+    torch.testing.assert_close(inference.pred_boxes, trained)
+    offset = model.bbox_predictor.layers[-1].bias
+    layers = model.config.decoder_layers
+    torch.testing.assert_close(inference.pred_boxes, (torch.logit(anchors) + layers * offset).sigmoid())
+    model.save_pretrained(tmp_path)
+    reloaded = DetrCustomForObjectDetection.from_pretrained(tmp_path).eval()
+    assert reloaded.config.box_refinement == mode
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).pred_boxes, inference.pred_boxes)

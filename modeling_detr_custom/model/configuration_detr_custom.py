@@ -8,6 +8,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import DetrConfig
 from transformers.activations import ACT2FN
 
+from .box_refinement import BOX_REFINEMENT_MODES
 from .validation import check_choice, check_matching_costs, check_non_negative
 
 __all__ = ["DetrCustomConfig"]
@@ -70,6 +71,11 @@ class DetrCustomConfig(DetrConfig):
             with the same outputs. `False` = the original DETR box head.
         anchor_box_size (`float`, *optional*, defaults to 0.2):
             Initial normalised width and height of the query anchor boxes, in `(0, 1)`.
+        box_refinement (`str`, *optional*, defaults to `"none"`):
+            Iterative box refinement across decoder layers (see `box_refinement.py`): `"iterative"` (Deformable
+            DETR: layer `l` predicts a logit-space offset from layer `l - 1`'s box, taken without gradient, the
+            first layer from its query anchor), `"look_forward_twice"` (DINO: the same, with the gradient), or
+            `"none"` (the original: every layer predicts its box from scratch). No new weights.
         class_loss_type (`str`, *optional*, defaults to `"cross_entropy"`):
             `"cross_entropy"`: softmax cross-entropy with the no-object class weighted by `eos_coefficient` (the
             original). `"sigmoid_focal"`: sigmoid focal loss (Lin et al.) over the `num_labels` object classes
@@ -122,6 +128,7 @@ class DetrCustomConfig(DetrConfig):
     num_query_groups: int = 1
     query_anchor_boxes: bool = False
     anchor_box_size: float | int = 0.2
+    box_refinement: str = "none"
     class_loss_type: str = "cross_entropy"
     focal_alpha: float | int = 0.25
     focal_gamma: float | int = 2
@@ -277,6 +284,7 @@ def _check_architecture(config: DetrCustomConfig) -> None:
             "activations such as 'relu' or 'gelu'."
         )
     _check_int_range(config, "num_query_groups", 1, None)
+    check_choice("", "box_refinement", config.box_refinement, BOX_REFINEMENT_MODES)
     if not 0.0 < config.anchor_box_size < 1.0:
         raise ValueError(f"anchor_box_size={config.anchor_box_size} must be in (0, 1) (a fraction of the image side).")
     if config.num_labels is None or config.num_labels < 1:

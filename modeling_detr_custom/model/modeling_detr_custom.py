@@ -18,15 +18,15 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 from .backbone import DetrCustomBackbone, TimmConvEncoder, TransformersConvEncoder, downsample_pixel_mask
+from .box_refinement import refine_boxes
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
 from .loading_rules import check_base_weights, explain_load_error
 from .matcher import HungarianMatcher
-from .model_inputs import as_encoder_output, check_pixel_inputs, per_group, square_feature_map
+from .model_inputs import as_encoder_output, check_pixel_inputs, key_padding_mask_of, per_group, square_feature_map
 from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .query_anchors import QueryAnchorBoxes
-from .tensor_cache import is_exporting
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
 from .validation import validate_labels
 
@@ -310,7 +310,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             feature_map = square_feature_map(inputs_embeds, self.config.d_model)  # (B, D, h, w), a view
             mask = None if pixel_mask is None else downsample_pixel_mask(pixel_mask, feature_map.shape[-2:])
             features = inputs_embeds
-        key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
+        key_padding_mask = key_padding_mask_of(mask)  # (B, HW) bool or None when nothing is padded
         # Without padding the positions depend on the shape alone (the embedding caches them).
         position_embeddings = self.position_embedding(feature_map, None if key_padding_mask is None else mask)
         return features, position_embeddings, key_padding_mask
@@ -364,7 +364,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             encoder_hidden_states,
             position_embeddings,
             key_padding_mask,
-            output_intermediate=self.config.auxiliary_loss,
+            output_intermediate=self.config.auxiliary_loss or self.config.box_refinement != "none",
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             initial_hidden_states=initial_hidden_states,
@@ -462,6 +462,13 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             return self.query_anchor_boxes(box_logits)
         return box_logits.sigmoid()
 
+    def _refined_boxes(self, intermediate: Tensor | None) -> Tensor | None:
+        """Every decoder layer's boxes `(L, B, Q, 4)` under `box_refinement` (box_refinement.py), else None."""
+        if self.config.box_refinement == "none":
+            return None
+        anchors = self.query_anchor_boxes.weight[: intermediate.shape[-2]] if self.config.query_anchor_boxes else None
+        return refine_boxes(self.bbox_predictor(intermediate), anchors, self.config.box_refinement)
+
     def _class_logits(self, hidden_states: Tensor) -> Tensor:
         """Class logits `(..., num_labels + 1)`; with a sigmoid (focal, varifocal) loss the no-object logit is 0.
 
@@ -526,14 +533,15 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             return_dict=True,
         )
         logits = self._class_logits(outputs.last_hidden_state)  # (B, Q, C+1); (B, G*Q, C+1) with query groups
-        pred_boxes = self._boxes(outputs.last_hidden_state)  # (B, Q, 4) cxcywh
+        layer_boxes = self._refined_boxes(outputs.intermediate_hidden_states)  # (L, B, Q, 4) or None
+        pred_boxes = self._boxes(outputs.last_hidden_state) if layer_boxes is None else layer_boxes[-1]  # cxcywh
         auxiliary_outputs = None
         # Only where a loss can use them: at inference they would cost L-1 extra head evaluations, and
         # transformers' pipeline splits every output field per image, which a list of dicts breaks.
         if outputs.intermediate_hidden_states is not None and (labels is not None or self.training):
             intermediate = outputs.intermediate_hidden_states[:-1]  # (L-1, B, Q, D); the last one is final
             all_logits = self._class_logits(intermediate)
-            all_boxes = self._boxes(intermediate)
+            all_boxes = self._boxes(intermediate) if layer_boxes is None else layer_boxes[:-1]
             auxiliary_outputs = [
                 {"logits": layer_logits, "pred_boxes": layer_boxes}
                 for layer_logits, layer_boxes in zip(all_logits, all_boxes)
@@ -562,25 +570,6 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
 
 def _default(value: bool | None, default: bool | None) -> bool:
     return bool(default) if value is None else value
-
-
-def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
-    """Flattens the feature-level mask to `(batch_size, height * width)`; None when nothing is padded.
-
-    Dropping an all-ones mask lets SDPA use its fastest kernels; an image without any valid feature would make
-    its attention undefined, so it is reported instead. Both look at the mask's values, which an exported or
-    traced graph cannot branch on: there the mask is always kept (an all-ones mask gives the same numbers).
-    """
-    if mask is None:
-        return None
-    flat = mask.flatten(1)  # (B, HW)
-    if is_exporting():
-        return flat
-    valid_counts = flat.sum(1).tolist()  # one device-to-host copy
-    if min(valid_counts) == 0:
-        empty = [index for index, count in enumerate(valid_counts) if count == 0]
-        raise ValueError(f"pixel_mask of images {empty} marks no pixel as valid (1 = real pixel, 0 = padding).")
-    return None if min(valid_counts) == flat.shape[1] else flat
 
 
 def _list_with_the_object_detection_pipeline() -> None:
