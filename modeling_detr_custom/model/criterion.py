@@ -189,6 +189,49 @@ class SetCriterion(nn.Module):
         loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items())
         return loss, _name_by_layer(per_layer)
 
+    def denoising_loss(
+        self,
+        logits: Tensor,
+        pred_boxes: Tensor,
+        targets: list[dict[str, Tensor]],
+        matches_per_image: list[tuple[Tensor, Tensor]],
+        num_groups: int,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The classification and box terms for queries whose targets are known (denoising, `denoising.py`).
+
+        As ``forward`` with the Hungarian matching replaced by ``matches_per_image``; every unmatched query is a
+        negative ("no object"). Box terms are divided by ``num_groups * num_boxes``, as for query groups.
+
+        Args:
+            logits: `(num_layers, batch_size, num_queries, num_labels + 1)`, every decoder layer, last one last.
+            pred_boxes: `(num_layers, batch_size, num_queries, 4)` normalised ``(cx, cy, w, h)``.
+            targets: One dict per image, as for ``forward``.
+            matches_per_image: Per image `(query indices, target indices)`, the same for every layer.
+            num_groups: Times each target is matched (denoising groups).
+
+        Returns:
+            ``(loss, loss_dict)`` with ``dn_loss_ce``, ``dn_loss_bbox``, ``dn_loss_giou`` (final layer) and
+            ``dn_loss_ce_k``, ... for the earlier layers; ``dn_class_error`` is logged, not optimised.
+        """
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            logits, pred_boxes = logits.float(), pred_boxes.float()
+            num_layers = logits.shape[0]
+            first_target = torch.tensor([0, *(len(target["boxes"]) for target in targets)]).cumsum(0)
+            image = torch.cat([torch.full((len(q),), i) for i, (q, _) in enumerate(matches_per_image)])
+            query = torch.cat([q.cpu() for q, _ in matches_per_image])
+            target = torch.cat([t.cpu() for _, t in matches_per_image]) + first_target[image]
+            pairs = len(query)
+            layer = torch.arange(num_layers).repeat_interleave(pairs)
+            flat = torch.stack([layer, image.repeat(num_layers), query.repeat(num_layers), target.repeat(num_layers)])
+            matches = _Matches(*flat.to(logits.device).unbind(0), pairs_per_layer=pairs)
+            batch_targets = _concat_targets(targets, logits.device, num_groups)
+            num_boxes = num_groups * _num_boxes(len(batch_targets.class_labels), logits.device)
+            per_layer: dict[str, Tensor] = {}
+            for term in (self.loss_map["labels"], self.loss_map["boxes"]):
+                per_layer.update(term(logits, pred_boxes, batch_targets, matches, num_boxes))
+        loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items())
+        return loss, {f"dn_{name}": value for name, value in _name_by_layer(per_layer).items()}
+
     def loss_labels(
         self, logits: Tensor, pred_boxes: Tensor, targets: _Targets, matches: _Matches, num_boxes: Tensor | float
     ) -> dict[str, Tensor]:

@@ -21,11 +21,13 @@ from .backbone import DetrCustomBackbone, TimmConvEncoder, TransformersConvEncod
 from .box_refinement import refine_boxes
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
+from .denoising import DenoisingBatch, DenoisingQueries, denoising_predictions
 from .loading_rules import check_base_weights, explain_load_error
 from .matcher import HungarianMatcher
 from .model_inputs import as_encoder_output, check_pixel_inputs, key_padding_mask_of, per_group, square_feature_map
 from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
 from .position_embedding import UniformEmbedding, build_position_embedding
+from .prediction_heads import DetrCustomMLPPredictionHead
 from .query_anchors import QueryAnchorBoxes
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
 from .validation import validate_labels
@@ -283,6 +285,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             decoder_inputs_embeds=decoder_inputs_embeds,
             decoder_attention_mask=decoder_attention_mask,
         )
+        denoising, memory = kwargs.get("denoising_queries"), encoder_outputs.last_hidden_state  # training only
         output = DetrCustomModelOutput(
             last_hidden_state=decoder_output.last_hidden_state,
             decoder_hidden_states=decoder_output.hidden_states,
@@ -292,8 +295,25 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
             intermediate_hidden_states=decoder_output.intermediate_hidden_states,
+            denoising_hidden_states=denoising
+            and self._decode_denoising(memory, position_embeddings, key_padding_mask, denoising),
         )
         return output if return_dict else output.to_tuple()
+
+    def _decode_denoising(
+        self, encoder_hidden_states: Tensor, position_embeddings: Tensor, key_padding_mask: Tensor | None,
+        denoising: DenoisingBatch,
+    ) -> Tensor:  # fmt: skip
+        """Every decoder layer's output `(L, B * G, 2M, D)` for the denoising queries, each group its own batch
+        entry: no attention to the matching queries or to other groups (denoising.py)."""
+
+        def repeat(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.repeat_interleave(denoising.num_groups, 0)
+
+        return self.decoder(
+            denoising.position, repeat(encoder_hidden_states), repeat(position_embeddings), repeat(key_padding_mask),
+            output_intermediate=True, initial_hidden_states=denoising.content, query_padding_mask=denoising.valid,
+        ).intermediate_hidden_states  # fmt: skip
 
     def _encoder_inputs(
         self, pixel_values: Tensor | None, pixel_mask: Tensor | None, inputs_embeds: Tensor | None
@@ -385,29 +405,6 @@ def _merge_groups(hidden_states: Tensor, num_groups: int) -> Tensor:
     return hidden_states.reshape(*leading, batch_groups // num_groups, num_groups * num_queries, hidden_size)
 
 
-class DetrCustomMLPPredictionHead(nn.Module):
-    """MLP with ReLU between layers (the box head: `layers.0`, `layers.1`, `layers.2`).
-
-    Args:
-        input_dim: Input features.
-        hidden_dim: Hidden features.
-        output_dim: Output features.
-        num_layers: Number of Linear layers.
-    """
-
-    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
-        super().__init__()
-        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
-        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in zip(dims_in, dims_out))
-
-    def forward(self, hidden_states: Tensor) -> Tensor:
-        """Maps `(..., input_dim)` to `(..., output_dim)`."""
-        for layer in self.layers[:-1]:
-            hidden_states = nn.functional.relu(layer(hidden_states))
-        return self.layers[-1](hidden_states)
-
-
 class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
     """DETR with a class head (`num_labels + 1` logits, the last = no object) and a box head, plus the
     Hungarian loss (`SetCriterion`, built once from the config).
@@ -425,6 +422,11 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             self.query_anchor_boxes = QueryAnchorBoxes(
                 config.num_queries, config.num_query_groups, config.anchor_box_size
             )
+        if config.num_denoising_groups:  # training only: the noised ground-truth queries (denoising.py)
+            self.denoising = DenoisingQueries(
+                config.num_labels, config.d_model, config.num_denoising_groups,
+                config.denoising_box_noise_scale, config.denoising_label_noise_ratio,
+            )  # fmt: skip
         focal = {"focal_alpha": config.focal_alpha, "focal_gamma": config.focal_gamma}
         class_cost_type = "probability" if config.class_loss_type == "cross_entropy" else "focal"
         matcher = HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost, class_cost_type, **focal)
@@ -521,6 +523,8 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             if images is None:
                 raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
             labels = validate_labels(labels, len(images), self.config.num_labels, self.device)
+        with_denoising = labels is not None and self.training and self.config.num_denoising_groups > 0
+        denoising = self.denoising(labels) if with_denoising else None  # a DenoisingBatch, training only
         outputs = self.model(
             pixel_values,
             pixel_mask,
@@ -531,6 +535,7 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             output_attentions,
             output_hidden_states,
             return_dict=True,
+            denoising_queries=denoising,
         )
         logits = self._class_logits(outputs.last_hidden_state)  # (B, Q, C+1); (B, G*Q, C+1) with query groups
         layer_boxes = self._refined_boxes(outputs.intermediate_hidden_states)  # (L, B, Q, 4) or None
@@ -551,6 +556,15 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             loss, loss_dict = self.criterion(
                 logits, pred_boxes, labels, auxiliary_outputs, num_query_groups=self.model.num_active_query_groups
             )
+        if denoising is not None:
+            dn_logits, dn_boxes = denoising_predictions(
+                outputs.denoising_hidden_states, denoising, self._class_logits, self.bbox_predictor,
+                self.config.box_refinement,
+            )  # fmt: skip
+            dn_loss, dn_loss_dict = self.criterion.denoising_loss(
+                dn_logits, dn_boxes, labels, denoising.matches, denoising.num_groups
+            )
+            loss, loss_dict = loss + dn_loss, {**loss_dict, **dn_loss_dict}
         output = DetrCustomObjectDetectionOutput(
             loss=loss,
             loss_dict=loss_dict,
