@@ -41,6 +41,8 @@ class DemoArguments:
     num_val: int = field(default=200, metadata={"help": "Synthetic validation images (held out)."})
     image_size: int = field(default=128, metadata={"help": "Side of the square synthetic images in pixels."})
     max_objects: int = field(default=4, metadata={"help": "Most shapes per synthetic image."})
+    num_classes: int = field(default=3, metadata={"help": "Shape classes: 3, or 6 (the harder setting)."})
+    occlusion: int = field(default=0, metadata={"help": "0: shapes half visible; 1: up to 3/4 hidden (harder)."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data set."})
     model: str = field(default="detr-tiny", metadata={"help": "Preset (or config file) to train from scratch."})
     max_steps: int = field(default=3000, metadata={"help": "Optimizer steps."})
@@ -77,6 +79,8 @@ class DemoArguments:
         return (
             f"synthetic:num_train={self.num_train},num_val={self.num_val},image_size={self.image_size},"
             f"seed={self.data_seed},max_objects={self.max_objects}"
+            + (f",num_classes={self.num_classes}" if self.num_classes != 3 else "")
+            + (f",occlusion={self.occlusion}" if self.occlusion else "")
         )
 
 

@@ -1,10 +1,13 @@
 """A synthetic shapes data set in COCO format: the built-in default of the scripts, the tests and `make demo`.
 
-Three classes (COCO category ids 1, 2, 3): `rectangle`, `ellipse`, `triangle`, drawn in filled colours on
+Three classes (COCO category ids 1, 2, 3): `rectangle`, `ellipse`, `triangle` (six with `num_classes=6`:
+`diamond` yellow, `cross` purple, `ring` cyan as well), drawn in filled colours on
 textured backgrounds (smooth noise, gradients or stripes). Each image holds 0 to `max_objects` shapes (about
 10% hold none: negative samples) whose sides are 10-50% of the image side; shapes may overlap, but a placement
 that would hide more than half of an earlier shape is rejected, and every box is the *visible* extent of its
-shape, so no annotation describes something that cannot be seen.
+shape, so no annotation describes something that cannot be seen. The harder setting of `docs/demo_measurements.md`,
+`synthetic:image_size=256,max_objects=12,num_classes=6,occlusion=1`, packs up to 12 shapes of 6 classes and lets
+a shape be three-quarters hidden.
 
 Learnability is deliberate, because the data set is what shows that a small DETR trains on a CPU in minutes:
 each class has its own hue family (rectangles red-orange, ellipses green, triangles blue; saturated, varied in
@@ -50,10 +53,18 @@ CATEGORIES = [
     {"id": 2, "name": "ellipse", "supercategory": "shape"},
     {"id": 3, "name": "triangle", "supercategory": "shape"},
 ]
+# The harder setting (`num_classes=6`) adds three shapes, each with a hue family of its own.
+EXTRA_CATEGORIES = [
+    {"id": 4, "name": "diamond", "supercategory": "shape"},
+    {"id": 5, "name": "cross", "supercategory": "shape"},
+    {"id": 6, "name": "ring", "supercategory": "shape"},
+]
 # Hue range (fraction of the colour wheel) of each category id.
-_HUES = {1: (0.97, 1.08), 2: (0.25, 0.42), 3: (0.55, 0.68)}
+_HUES = {1: (0.97, 1.08), 2: (0.25, 0.42), 3: (0.55, 0.68), 4: (0.12, 0.18), 5: (0.76, 0.86), 6: (0.46, 0.51)}
+# Least visible fraction of an earlier shape a new one may leave, by `occlusion` level: 0 (the default) keeps
+# every shape at least half visible, 1 lets a shape be three-quarters hidden (the harder setting).
+_MIN_VISIBLE_FRACTIONS = (0.5, 0.25)
 _SPLITS = {"train": 0, "val": 1}
-_MIN_VISIBLE_FRACTION = 0.5
 _EMPTY_IMAGE_PROBABILITY = 0.1
 _PLACEMENT_TRIES = 10
 
@@ -67,6 +78,8 @@ class SyntheticSpec:
     image_size: int = 128
     seed: int = 0
     max_objects: int = 4
+    num_classes: int = 3
+    occlusion: int = 0
 
     def __post_init__(self) -> None:
         if self.num_train < 0 or self.num_val < 0:
@@ -75,6 +88,17 @@ class SyntheticSpec:
             raise ValueError(f"image_size must be >= 32 pixels, got {self.image_size}.")
         if self.max_objects < 0:
             raise ValueError(f"max_objects must be >= 0, got {self.max_objects}.")
+        if self.num_classes not in (3, 6):
+            raise ValueError(f"num_classes must be 3 or 6, got {self.num_classes}.")
+        if self.occlusion not in range(len(_MIN_VISIBLE_FRACTIONS)):
+            raise ValueError(
+                f"occlusion must be 0 (shapes at least half visible) or 1 (a quarter), got {self.occlusion}."
+            )
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """The COCO categories of this data set (the first `num_classes` shapes)."""
+        return (CATEGORIES + EXTRA_CATEGORIES)[: self.num_classes]
 
     @classmethod
     def from_source(cls, source: str) -> SyntheticSpec:
@@ -99,6 +123,8 @@ class SyntheticSpec:
         return (
             f"synthetic-v{GENERATOR_VERSION}-train{self.num_train}-val{self.num_val}-size{self.image_size}"
             f"-obj{self.max_objects}-seed{self.seed}"
+            + (f"-cls{self.num_classes}" if self.num_classes != 3 else "")
+            + (f"-occ{self.occlusion}" if self.occlusion else "")
         )
 
 
@@ -147,7 +173,7 @@ def _write_split(out_dir: Path, split: str, count: int, spec: SyntheticSpec) -> 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # PNG encoding drops the GIL
         for index in range(count):
             rng = np.random.default_rng((spec.seed, _SPLITS[split], index))
-            pixels, objects = generate_image(rng, spec.image_size, spec.max_objects)
+            pixels, objects = generate_image(rng, spec.image_size, spec.max_objects, spec.num_classes, spec.occlusion)
             file_name = f"{index + 1:06d}.png"
             writes.append(pool.submit(Image.fromarray(pixels).save, out_dir / split / file_name, compress_level=1))
             images.append(
@@ -158,11 +184,14 @@ def _write_split(out_dir: Path, split: str, count: int, spec: SyntheticSpec) -> 
         for write in writes:
             write.result()  # re-raises a failed write (e.g. disk full)
     info = {"description": "detr-custom synthetic shapes", "generator_version": GENERATOR_VERSION, **asdict(spec)}
-    return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
+    return {"info": info, "images": images, "annotations": annotations, "categories": spec.categories}
 
 
-def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) -> tuple[np.ndarray, list[dict]]:
-    """Draws one image.
+def generate_image(
+    rng: np.random.Generator, image_size: int, max_objects: int, num_classes: int = 3, occlusion: int = 0
+) -> tuple[np.ndarray, list[dict]]:
+    """Draws one image (`num_classes` and `occlusion` as in `SyntheticSpec`; the defaults draw the same images
+    as before they existed).
 
     Returns:
         The pixels `(image_size, image_size, 3)` uint8, and per visible shape a dict with `category_id`,
@@ -173,8 +202,8 @@ def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) 
     shapes: list[tuple[int, np.ndarray]] = []  # (category id, RGB colour)
     empty = rng.random() < _EMPTY_IMAGE_PROBABILITY or max_objects == 0
     for _ in range(0 if empty else int(rng.integers(1, max_objects + 1))):
-        category_id = int(rng.integers(1, len(CATEGORIES) + 1))
-        if _place_shape(rng, owner, category_id, len(shapes)):
+        category_id = int(rng.integers(1, num_classes + 1))
+        if _place_shape(rng, owner, category_id, len(shapes), _MIN_VISIBLE_FRACTIONS[occlusion]):
             shapes.append((category_id, _shape_colour(rng, category_id)))
     objects = []
     for index, (category_id, colour) in enumerate(shapes):
@@ -188,7 +217,7 @@ def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) 
     return np.clip(pixels, 0, 255).astype(np.uint8), objects
 
 
-def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, index: int) -> bool:
+def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, index: int, min_visible: float) -> bool:
     """Draws a shape into `owner` unless every try would hide most of an earlier shape."""
     size = owner.shape[0]
     for _ in range(_PLACEMENT_TRIES):
@@ -197,35 +226,43 @@ def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, 
         mask = _shape_mask(rng, category_id, width, height)
         region = owner[y : y + height, x : x + width]  # view: writes go into `owner`
         covered = region[mask]
-        if _hides_too_much(owner, covered):
+        if _hides_too_much(owner, covered, min_visible):
             continue
         region[mask] = index
         return True
     return False
 
 
-def _hides_too_much(owner: np.ndarray, covered: np.ndarray) -> bool:
-    """True if covering these pixels would leave an earlier shape less than half visible."""
+def _hides_too_much(owner: np.ndarray, covered: np.ndarray, min_visible: float) -> bool:
+    """True if covering these pixels would leave less than `min_visible` of an earlier shape visible."""
     hidden_ids, hidden_counts = np.unique(covered[covered >= 0], return_counts=True)
     for shape_id, hidden in zip(hidden_ids, hidden_counts):
         visible = np.count_nonzero(owner == shape_id)
-        if visible - hidden < _MIN_VISIBLE_FRACTION * visible:
+        if visible - hidden < min_visible * visible:
             return True
     return False
 
 
 def _shape_mask(rng: np.random.Generator, category_id: int, width: int, height: int) -> np.ndarray:
-    """Boolean mask `(height, width)` of a rectangle, ellipse or triangle filling the box."""
+    """Boolean mask `(height, width)` of the category's shape filling the box."""
     if category_id == 1:
         return np.ones((height, width), dtype=bool)
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
+    w, h = width - 1, height - 1
     if category_id == 2:
-        draw.ellipse([0, 0, width - 1, height - 1], fill=1)
+        draw.ellipse([0, 0, w, h], fill=1)
+    elif category_id == 4:  # diamond: the four side midpoints
+        draw.polygon([(w / 2, 0), (w, h / 2), (w / 2, h), (0, h / 2)], fill=1)
+    elif category_id == 5:  # cross: two bars a third of the side thick
+        draw.rectangle([w / 3, 0, 2 * w / 3, h], fill=1)
+        draw.rectangle([0, h / 3, w, 2 * h / 3], fill=1)
+    elif category_id == 6:  # ring: an ellipse with a hole half its size
+        draw.ellipse([0, 0, w, h], fill=1)
+        draw.ellipse([w / 4, h / 4, 3 * w / 4, 3 * h / 4], fill=0)
     else:
         # The apex lies on one side of the box (chosen at random), the base spans the opposite side.
         apex = float(rng.uniform(0.0, 1.0))
-        w, h = width - 1, height - 1
         corners = {
             0: [(apex * w, 0), (0, h), (w, h)],
             1: [(apex * w, h), (0, 0), (w, 0)],
@@ -278,9 +315,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="Square image side in pixels.")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="Random seed; same seed, same files.")
     parser.add_argument("--max-objects", type=int, default=defaults.max_objects, help="Most shapes per image.")
+    parser.add_argument("--num-classes", type=int, default=defaults.num_classes, help="3 or 6 shape classes.")
+    parser.add_argument(
+        "--occlusion", type=int, default=defaults.occlusion, help="0: shapes half visible; 1: a quarter."
+    )
     args = parser.parse_args(argv)
     try:
-        spec = SyntheticSpec(args.num_train, args.num_val, args.image_size, args.seed, args.max_objects)
+        spec = SyntheticSpec(
+            args.num_train, args.num_val, args.image_size, args.seed, args.max_objects, args.num_classes, args.occlusion
+        )
     except ValueError as error:
         parser.error(str(error))
     write_synthetic_dataset(args.out_dir, spec)
