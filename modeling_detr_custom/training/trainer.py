@@ -33,7 +33,12 @@ from accelerate.utils import broadcast_object_list
 from transformers import EvalPrediction, SchedulerType, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
-from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, CocoEvaluator, predictions_from_outputs
+from modeling_detr_custom.evaluation.coco_evaluator import (
+    DUPLICATE_RATE,
+    METRIC_NAMES,
+    CocoEvaluator,
+    predictions_from_outputs,
+)
 from modeling_detr_custom.training.arguments import DetrDataArguments
 from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
 from modeling_detr_custom.training.distributed import needs_cpu_process_group
@@ -428,7 +433,7 @@ def _final_metrics(trainer: DetrTrainer) -> dict[str, float]:
 
 def _coco_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """The COCO keys of an evaluation, without `eval_`: the same file, with the same keys, as `train.py` writes."""
-    return {name: metrics[f"eval_{name}"] for name in METRIC_NAMES}
+    return {name: metrics[f"eval_{name}"] for name in (*METRIC_NAMES, DUPLICATE_RATE)}
 
 
 def _hyperparameters(args: DetrTrainerArguments) -> dict[str, Any]:
