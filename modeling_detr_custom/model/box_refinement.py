@@ -46,7 +46,7 @@ def refine_boxes(box_offsets: Tensor, initial_logits: Tensor | None, mode: str) 
         raise ValueError(f"refine_boxes mode={mode!r} is unknown; use one of {list(BOX_REFINEMENT_MODES[1:])}.")
     reference = 0.0 if initial_logits is None else initial_logits
     boxes = []
-    for offsets in box_offsets:  # (B, Q, 4) per layer
+    for offsets in box_offsets.unbind(0):  # (B, Q, 4) per layer; a fixed number of layers, also when traced
         logits = offsets + reference
         boxes.append(logits.sigmoid())
         reference = logits if mode == "look_forward_twice" else logits.detach()
