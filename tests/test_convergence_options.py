@@ -5,13 +5,17 @@ Their defaults must leave the original DETR untouched (no new weights, same outp
 alone must be what inference sees, and the focal terms must equal the textbook formulas.
 """
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
-from modeling_detr_custom.model.criterion import SetCriterion, sigmoid_focal_loss
+from modeling_detr_custom.model.box_ops import box_cxcywh_to_xyxy
+from modeling_detr_custom.model.box_refinement import refine_boxes
+from modeling_detr_custom.model.criterion import SetCriterion, sigmoid_focal_loss, varifocal_loss
+from modeling_detr_custom.model.denoising import DenoisingQueries
 from modeling_detr_custom.model.matcher import HungarianMatcher
 from modeling_detr_custom.model.query_anchors import grid_anchor_boxes
 from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config
@@ -181,6 +185,64 @@ def test_focal_model_trains_with_labels() -> None:
     assert model.model.extra_query_position_embeddings.weight.grad.abs().sum() > 0
 
 
+def test_varifocal_loss_equals_the_formula() -> None:
+    """Positives: BCE towards the IoU, weighted by the IoU; negatives: BCE towards 0, weighted by alpha * p^gamma."""
+    logits = torch.tensor([[2.0, -1.0], [0.5, -3.0]])
+    quality = torch.tensor([[0.6, 0.0], [0.0, 0.9]])
+    alpha, gamma = 0.75, 2.0
+    expected = torch.empty(4)
+    for index, (z, q) in enumerate(zip(logits.flatten().tolist(), quality.flatten().tolist())):
+        p = 1 / (1 + math.exp(-z))
+        bce = -(q * math.log(p) + (1 - q) * math.log(1 - p))
+        expected[index] = q * bce if q > 0 else alpha * p**gamma * bce
+    torch.testing.assert_close(varifocal_loss(logits, quality, alpha, gamma), expected.view(2, 2))
+
+
+def test_varifocal_criterion_targets_the_iou_of_the_matched_box() -> None:
+    """One target, matched to query 1 whose box is the target's, shifted: its class target is that IoU."""
+    logits = torch.tensor([[[0.3, -0.2, 5.0], [1.5, -1.0, -5.0]]])  # (1, 2, 2 + 1); no-object column ignored
+    pred_boxes = torch.tensor([[[0.2, 0.2, 0.1, 0.1], [0.65, 0.6, 0.3, 0.3]]])  # IoU 0.25 / 0.35 with the target
+    targets = [{"class_labels": torch.tensor([0]), "boxes": torch.tensor([[0.6, 0.6, 0.3, 0.3]])}]
+    matcher = HungarianMatcher(class_cost_type="focal")
+    criterion = SetCriterion(2, matcher, class_loss_type="varifocal", focal_alpha=0.75, focal_gamma=2.0)
+    _, loss_dict = criterion(logits, pred_boxes, targets)
+
+    def varifocal(z: float, quality: float) -> float:
+        p = 1 / (1 + math.exp(-z))
+        bce = -(quality * math.log(p) + (1 - quality) * math.log(1 - p))
+        return quality * bce if quality > 0 else 0.75 * p**2 * bce
+
+    iou = 0.25 / 0.35
+    expected = varifocal(0.3, 0) + varifocal(-0.2, 0) + varifocal(1.5, iou) + varifocal(-1.0, 0)  # / num_boxes 1
+    torch.testing.assert_close(loss_dict["loss_ce"], torch.tensor(expected))
+    # The score (sigmoid 1.5 = 0.82) is pushed up towards 1 for a perfect box, down towards 0.71 for this one.
+    for box, direction in ((targets[0]["boxes"][0], -1.0), (pred_boxes[0, 1], 1.0)):
+        trained = logits.clone().requires_grad_(True)
+        boxes = pred_boxes.clone()
+        boxes[0, 1] = box
+        criterion(trained, boxes, targets)[1]["loss_ce"].backward()
+        assert torch.sign(trained.grad[0, 1, 0]) == direction
+
+
+def test_varifocal_model_trains_and_keeps_the_sigmoid_scores(tmp_path) -> None:
+    model = _model(class_loss_type="varifocal", query_anchor_boxes=True).train()
+    assert model.criterion.matcher.class_cost_type == "focal"
+    bias = model.class_labels_classifier.bias[:-1]
+    torch.testing.assert_close(bias.sigmoid(), torch.full_like(bias, 0.01))
+    outputs = model(**make_pixel_inputs(), labels=make_labels())
+    assert torch.isfinite(outputs.loss) and outputs.logits.shape == (2, model.config.num_queries, 4)
+    assert torch.equal(outputs.logits[..., -1], torch.zeros_like(outputs.logits[..., -1]))
+    outputs.loss.backward()
+    assert model.class_labels_classifier.weight.grad[:-1].abs().sum() > 0
+    assert torch.count_nonzero(model.class_labels_classifier.weight.grad[-1]) == 0
+    model.save_pretrained(tmp_path)
+    reloaded = DetrCustomForObjectDetection.from_pretrained(tmp_path)
+    assert reloaded.config.class_loss_type == "varifocal" and reloaded.criterion.class_loss_type == "varifocal"
+    inputs = make_pixel_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(**inputs).logits, model.eval()(**inputs).logits)
+
+
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
@@ -189,6 +251,10 @@ def test_focal_model_trains_with_labels() -> None:
         ({"focal_alpha": 1.5}, "focal_alpha"),
         ({"focal_gamma": -1}, "focal_gamma"),
         ({"anchor_box_size": 1.0}, "anchor_box_size"),
+        ({"box_refinement": "deformable"}, "box_refinement"),
+        ({"num_denoising_groups": -1}, "num_denoising_groups"),
+        ({"denoising_box_noise_scale": 0.0}, "denoising_box_noise_scale"),
+        ({"denoising_label_noise_ratio": 1.5}, "denoising_label_noise_ratio"),
     ],
 )
 def test_bad_option_values_raise_naming_the_field(overrides: dict, field: str) -> None:
@@ -240,3 +306,131 @@ def test_query_anchor_boxes_survive_a_save_load_round_trip(tmp_path) -> None:
     inputs = make_pixel_inputs()
     with torch.no_grad():
         torch.testing.assert_close(reloaded.eval()(**inputs).pred_boxes, model.eval()(**inputs).pred_boxes)
+
+
+def test_refine_boxes_chains_the_layers_in_logit_space() -> None:
+    offsets = torch.tensor([0.5, -0.25, 1.0]).view(3, 1, 1, 1).expand(3, 1, 2, 4).clone().requires_grad_(True)
+    anchors = torch.zeros(2, 4)
+    anchors[1] = 1.0
+    boxes = refine_boxes(offsets, anchors, "iterative")
+    assert boxes.shape == (3, 1, 2, 4)
+    cumulative = torch.tensor([0.5, 0.25, 1.25])
+    torch.testing.assert_close(boxes[:, 0, 0, 0], cumulative.sigmoid())
+    torch.testing.assert_close(boxes[:, 0, 1, 0], (cumulative + 1).sigmoid())
+    torch.testing.assert_close(refine_boxes(offsets, anchors, "look_forward_twice"), boxes)  # same values
+    torch.testing.assert_close(refine_boxes(offsets, None, "iterative")[:, 0, 1, 0], cumulative.sigmoid())
+    # The last layer's loss trains only its own offset ("iterative") or every earlier one too (look forward twice).
+    for mode, expected_layers in (("iterative", [2]), ("look_forward_twice", [0, 1, 2])):
+        offsets.grad = None
+        refine_boxes(offsets, anchors, mode)[-1].sum().backward()
+        assert torch.nonzero(offsets.grad.flatten(1).abs().sum(1)).flatten().tolist() == expected_layers, mode
+    with pytest.raises(ValueError, match="mode"):
+        refine_boxes(offsets, anchors, "none")
+
+
+@pytest.mark.parametrize("mode", ["iterative", "look_forward_twice"])
+def test_box_refinement_model_starts_at_the_anchors_and_infers_like_training(mode: str, tmp_path) -> None:
+    model = _model(box_refinement=mode, query_anchor_boxes=True, auxiliary_loss=False)
+    assert not any("refine" in name for name in model.state_dict())  # no new weights
+    inputs = make_pixel_inputs()
+    training = model.train()(**inputs, labels=make_labels())
+    anchors = grid_anchor_boxes(model.config.num_queries, model.config.anchor_box_size).expand(2, -1, -1)
+    torch.testing.assert_close(training.pred_boxes, anchors)
+    assert training.auxiliary_outputs is not None  # every layer's refined box is trained, even without aux loss
+    for auxiliary in training.auxiliary_outputs:
+        torch.testing.assert_close(auxiliary["pred_boxes"], anchors)
+    training.loss.backward()
+    assert model.bbox_predictor.layers[-1].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.bbox_predictor.layers[-1].bias.normal_()  # away from the anchors, as after training
+        trained = model(**inputs).pred_boxes
+        inference = model.eval()(**inputs)
+    torch.testing.assert_close(inference.pred_boxes, trained)
+    offset = model.bbox_predictor.layers[-1].bias
+    layers = model.config.decoder_layers
+    torch.testing.assert_close(inference.pred_boxes, (torch.logit(anchors) + layers * offset).sigmoid())
+    model.save_pretrained(tmp_path)
+    reloaded = DetrCustomForObjectDetection.from_pretrained(tmp_path).eval()
+    assert reloaded.config.box_refinement == mode
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**inputs).pred_boxes, inference.pred_boxes)
+
+
+def test_denoising_queries_noise_positives_less_than_negatives() -> None:
+    queries = DenoisingQueries(num_labels=3, hidden_size=32, num_groups=2, box_noise_scale=0.5, label_noise_ratio=0.0)
+    labels = [
+        {"class_labels": torch.tensor([2, 0]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.2], [0.3, 0.3, 0.2, 0.2]])},
+        {"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])},
+    ]
+    batch = queries(labels, torch.Generator().manual_seed(0))
+    assert batch.content.shape == batch.position.shape == (2 * 2, 4, 32)  # (B * G, 2M, D), M = 2
+    assert batch.reference_logits.shape == (4, 4, 4)
+    # image 1 has one object: slots 1 (positive) and 3 (negative) are padding, in both of its groups
+    assert batch.valid.tolist() == [[True] * 4] * 2 + [[True, False, True, False]] * 2
+    (queries_0, targets_0), (queries_1, targets_1) = batch.matches
+    assert queries_0.tolist() == [0, 1, 4, 5] and targets_0.tolist() == [0, 1, 0, 1]
+    assert queries_1.tolist() == [0, 4] and targets_1.tolist() == [0, 0]
+    # without label noise the content is the embedding of the true label
+    torch.testing.assert_close(batch.content[0, 0], queries.label_embeddings.weight[2])
+    torch.testing.assert_close(batch.content[0, 3], queries.label_embeddings.weight[0])  # negative of object 1
+    noised = batch.reference_logits.sigmoid().view(2, 2, 4, 4)  # (B, G, 2M, 4)
+    truth = labels[0]["boxes"]
+    corner_moves = (box_cxcywh_to_xyxy(noised[0, :, :2]) - box_cxcywh_to_xyxy(truth)).abs()
+    half_sides = truth[:, 2:].repeat(1, 2) / 2
+    assert (corner_moves <= 0.5 * half_sides + 1e-5).all()  # positives: within scale x half side
+    negative_moves = (box_cxcywh_to_xyxy(noised[0, :, 2:]) - box_cxcywh_to_xyxy(truth)).abs()
+    assert (negative_moves >= 0.5 * half_sides - 1e-5).all()  # negatives: at least that (none clamped here)
+    # label noise 1: half of the labels are redrawn at random
+    flipping = DenoisingQueries(3, 32, 50, 0.5, label_noise_ratio=1.0)
+    same = (flipping(labels).content[:, 0] == flipping.label_embeddings.weight[2]).all(-1)[:50]
+    assert 0.5 < same.float().mean() < 0.95
+
+
+def test_denoising_trains_the_extra_queries_without_touching_the_matching_ones(tmp_path) -> None:
+    model = _model(num_denoising_groups=3, query_anchor_boxes=True, box_refinement="iterative").train()
+    inputs, labels = make_pixel_inputs(), make_labels()
+    outputs = model(**inputs, labels=labels)
+    assert {"dn_loss_ce", "dn_loss_bbox", "dn_loss_giou", "dn_loss_ce_0"} <= set(outputs.loss_dict)
+    assert outputs.logits.shape == (2, model.config.num_queries, 4)  # the matching queries only
+    plain_loss = model.criterion(outputs.logits, outputs.pred_boxes, labels, outputs.auxiliary_outputs)[0]
+    dn_loss = sum(outputs.loss_dict[name] * weight for name, weight in model.criterion.weight_dict.items())
+    assert outputs.loss > plain_loss and dn_loss > 0
+    outputs.loss.backward()
+    for name, parameter in model.denoising.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    # No leakage: the matching queries' outputs are those of the same model decoding them without denoising.
+    with torch.no_grad():
+        without = model(**inputs)  # training mode, no labels: no denoising queries
+    torch.testing.assert_close(outputs.logits, without.logits, rtol=0, atol=0)
+    torch.testing.assert_close(outputs.pred_boxes, without.pred_boxes, rtol=0, atol=0)
+    # Inference: nothing of denoising runs; the same numbers as a model without the option and its weights.
+    plain = _model(query_anchor_boxes=True, box_refinement="iterative").eval()
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    assert missing == [] and all(name.startswith("denoising.") for name in unexpected) and unexpected
+    with torch.no_grad():
+        inference = model.eval()(**inputs)
+        torch.testing.assert_close(inference.logits, plain(**inputs).logits, rtol=0, atol=0)
+    assert inference.loss is None
+    model.save_pretrained(tmp_path)
+    reloaded = DetrCustomForObjectDetection.from_pretrained(tmp_path)
+    torch.testing.assert_close(reloaded.denoising.label_embeddings.weight, model.denoising.label_embeddings.weight)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.eval()(**inputs).pred_boxes, inference.pred_boxes)
+
+
+def test_denoising_groups_do_not_see_each_other_and_images_without_objects_train() -> None:
+    model = _model(num_denoising_groups=2).train()
+    batch = model.denoising(make_labels((2, 1)), torch.Generator().manual_seed(0))
+    features, positions, padding = model.model._encoder_inputs(**make_pixel_inputs(), inputs_embeds=None)
+    encoded = model.model.encoder(features, positions, padding)
+    both = model.model._decode_denoising(encoded.last_hidden_state, positions, padding, batch)  # (L, B*G, 2M, D)
+    first_group = dataclasses.replace(
+        batch, **{name: getattr(batch, name)[0::2] for name in ("content", "position", "reference_logits", "valid")},
+        num_groups=1,
+    )  # fmt: skip
+    alone = model.model._decode_denoising(encoded.last_hidden_state, positions, padding, first_group)
+    torch.testing.assert_close(both[:, 0::2], alone)
+    empty = model(**make_pixel_inputs(), labels=make_labels((0, 0)))
+    assert torch.isfinite(empty.loss) and "dn_loss_ce" in empty.loss_dict
+    empty.loss.backward()
+    assert model.denoising.label_embeddings.weight.grad is not None

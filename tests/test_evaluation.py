@@ -8,11 +8,13 @@ import torch
 
 from modeling_detr_custom.data import CategoryMapping, build_coco_gt, default_processor
 from modeling_detr_custom.evaluation.coco_evaluator import (
+    DUPLICATE_RATE,
     METRIC_NAMES,
     CocoEvaluator,
     format_metrics_table,
     predictions_from_outputs,
 )
+from modeling_detr_custom.evaluation.duplicates import count_duplicates, duplicate_rate
 
 MAPPING = CategoryMapping([3, 10], ["circle", "square"])
 
@@ -75,9 +77,54 @@ def _evaluate(coco_gt, predictions: list[dict]) -> dict[str, float]:
 
 def test_perfect_predictions_give_ap_1(coco_gt) -> None:
     metrics = _evaluate(coco_gt, _predictions())
-    assert set(metrics) == {*METRIC_NAMES, "per_class"}
+    assert set(metrics) == {*METRIC_NAMES, "per_class", DUPLICATE_RATE}
+    assert metrics[DUPLICATE_RATE] == 0.0  # one box per object
     for name in ("AP", "AP50", "AP75", "AR10", "AR100"):
         assert metrics[name] == pytest.approx(1.0), name
+
+
+def test_duplicate_rate_counts_both_boxes_of_a_pair_above_the_drawing_threshold(coco_gt) -> None:
+    predictions = _predictions()  # 4 of the 6 detections are drawn (> 0.5); those at exactly 0.5 are not
+    first = predictions[0]  # image 1: its first box (30 px wide) drawn a second time, 1 px to the right
+    moved = first["boxes"][0] + torch.tensor([1.0, 0.0, 1.0, 0.0])
+    first.update(
+        scores=torch.cat([first["scores"], torch.tensor([0.8])]),
+        labels=torch.cat([first["labels"], first["labels"][:1]]),
+        boxes=torch.cat([first["boxes"], moved[None]]),
+    )
+    assert _evaluate(coco_gt, predictions)[DUPLICATE_RATE] == pytest.approx(2 / 5)
+
+
+@pytest.mark.parametrize(
+    ("second_box", "second_label", "second_score", "expected"),
+    [
+        ([0, 0, 10, 10], 0, 0.9, (2, 2)),  # the same box twice
+        ([0, 0, 10, 8], 0, 0.9, (2, 2)),  # IoU 0.8 > 0.7
+        ([0, 0, 10, 7], 0, 0.9, (0, 2)),  # IoU exactly 0.7: not a duplicate
+        ([0, 0, 10, 10], 1, 0.9, (0, 2)),  # another class on the same box (a confusion, not a duplicate)
+        ([0, 0, 10, 10], 0, 0.5, (0, 1)),  # not above the drawing threshold: neither drawn nor counted
+        ([20, 20, 30, 30], 0, 0.9, (0, 2)),  # elsewhere
+    ],
+)
+def test_count_duplicates_by_hand(second_box: list, second_label: int, second_score: float, expected: tuple) -> None:
+    scores = [0.95, second_score, 0.2]  # the third, below the threshold, overlaps both and never counts
+    boxes = [[0, 0, 10, 10], second_box, [0, 0, 10, 10]]
+    assert count_duplicates(scores, [0, second_label, 0], boxes) == expected
+
+
+def test_duplicate_rate_over_images_and_without_detections() -> None:
+    image = {
+        "scores": [0.9, 0.8, 0.7],
+        "labels": [0, 0, 0],
+        "boxes": [[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]],
+    }
+    other_image = {**image, "boxes": [[0, 0, 10, 10], [50, 50, 60, 60], [0, 0, 10, 10]]}  # the pair is not adjacent
+    assert duplicate_rate([image, other_image]) == pytest.approx(4 / 6)
+    # boxes of different images never overlap each other
+    single = {"scores": [0.9], "labels": [0], "boxes": [[0, 0, 10, 10]]}
+    assert duplicate_rate([single, single]) == 0.0
+    assert duplicate_rate([{"scores": [0.1], "labels": [0], "boxes": [[0, 0, 1, 1]]}]) == 0.0
+    assert duplicate_rate([]) == 0.0
 
 
 def test_no_predictions_give_0_not_a_crash(coco_gt) -> None:

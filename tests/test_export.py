@@ -25,7 +25,7 @@ pytest.importorskip("onnxruntime")
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURES = {
     "frozen_bn": {},
-    "demo_preset": {"query_anchor_boxes": True, "freeze_backbone_batch_norm": False},
+    "demo_preset": {"query_anchor_boxes": True, "freeze_backbone_batch_norm": False, "box_refinement": "iterative"},
     "dc5": {"dilation": True},
 }
 

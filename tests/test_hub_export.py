@@ -27,6 +27,9 @@ MODELING_FILES = {
     "matcher.py",
     "box_ops.py",
     "query_anchors.py",
+    "box_refinement.py",
+    "denoising.py",
+    "weight_init.py",
     "frozen_batch_norm.py",
     "fused_conv_bn.py",
     "tensor_cache.py",
@@ -67,6 +70,13 @@ model.save_pretrained(resave_folder)
     params=[
         {},
         {"query_anchor_boxes": True, "freeze_backbone_batch_norm": False},
+        {  # every opt-in convergence option at once
+            "query_anchor_boxes": True,
+            "box_refinement": "iterative",
+            "num_denoising_groups": 2,
+            "class_loss_type": "varifocal",
+            "num_query_groups": 2,
+        },
         {  # use_timm_backbone=False: transformers' own ResNet backbone, built from the saved backbone_config
             "use_timm_backbone": False,
             "backbone": None,
@@ -75,7 +85,7 @@ model.save_pretrained(resave_folder)
             ),
         },
     ],
-    ids=["default", "demo-options", "transformers-resnet"],
+    ids=["default", "demo-options", "convergence-options", "transformers-resnet"],
 )
 def saved(request, tmp_path_factory) -> tuple[Path, DetrCustomForObjectDetection]:
     torch.manual_seed(0)

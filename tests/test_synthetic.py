@@ -189,3 +189,30 @@ def test_panoptic_folder_loads_through_the_processor(folder: Path) -> None:
     label = processor(image, annotation, masks_path=folder / "annotations" / "panoptic_train")["labels"][0]
     assert label["masks"].shape == (len(annotation["segments_info"]), 64, 64)
     assert int(label["masks"].sum(0).max()) == 1 and int(label["masks"].sum(0).min()) == 1  # a partition
+
+
+def test_harder_setting_has_six_classes_many_objects_and_more_occlusion(tmp_path: Path) -> None:
+    spec = SyntheticSpec.from_source(
+        "synthetic:num_train=4,num_val=2,image_size=256,max_objects=12,num_classes=6,occlusion=1"
+    )
+    assert spec.folder_name().endswith("-cls6-occ1") and SyntheticSpec().folder_name().endswith("-seed0")
+    assert [c["name"] for c in spec.categories][3:] == ["diamond", "cross", "ring"]
+    assert [c["id"] for c in _load(write_synthetic_dataset(tmp_path, spec), "val")["categories"]] == list(range(1, 7))
+    counts, classes, least_visible = [], set(), 1.0
+    for index in range(30):
+        _, objects = generate_image(np.random.default_rng((0, 0, index)), 256, 12, num_classes=6, occlusion=1)
+        counts.append(len(objects))
+        classes.update(obj["category_id"] for obj in objects)
+        least_visible = min([least_visible] + [obj["area"] / (obj["bbox"][2] * obj["bbox"][3]) for obj in objects])
+    assert classes == set(range(1, 7)) and max(counts) > 8 and max(counts) <= 12
+    assert least_visible < 0.3  # a shape may now be mostly hidden (its box is still its visible extent)
+    # the default images are unchanged by the new options
+    default = generate_image(np.random.default_rng(7), 128, 4)
+    explicit = generate_image(np.random.default_rng(7), 128, 4, num_classes=3, occlusion=0)
+    assert np.array_equal(default[0], explicit[0]) and default[1] == explicit[1]
+    for bad in ("num_classes=4", "occlusion=2"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]):
+            SyntheticSpec.from_source(f"synthetic:{bad}")
+    harder = write_synthetic_dataset(tmp_path / "panoptic", spec)
+    stuff = [c for c in json.loads((harder / "annotations" / "panoptic_val.json").read_text())["categories"]]
+    assert [c["id"] for c in stuff if not c["isthing"]] == [7, 8, 9]  # stuff is numbered after the six shapes

@@ -41,9 +41,11 @@ class DemoArguments:
     num_val: int = field(default=200, metadata={"help": "Synthetic validation images (held out)."})
     image_size: int = field(default=128, metadata={"help": "Side of the square synthetic images in pixels."})
     max_objects: int = field(default=4, metadata={"help": "Most shapes per synthetic image."})
+    num_classes: int = field(default=3, metadata={"help": "Shape classes: 3, or 6 (the harder setting)."})
+    occlusion: int = field(default=0, metadata={"help": "0: shapes half visible; 1: up to 3/4 hidden (harder)."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data set."})
-    model: str = field(default="detr-tiny", metadata={"help": "Preset (or config file) to train from scratch."})
-    max_steps: int = field(default=3000, metadata={"help": "Optimizer steps."})
+    model: str = field(default="detr-tiny-refine", metadata={"help": "Preset (or config file) to train from scratch."})
+    max_steps: int = field(default=5000, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=8, metadata={"help": "Images per step (split over the processes)."})
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the transformer."})
     lr_backbone: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the backbone."})
@@ -77,6 +79,8 @@ class DemoArguments:
         return (
             f"synthetic:num_train={self.num_train},num_val={self.num_val},image_size={self.image_size},"
             f"seed={self.data_seed},max_objects={self.max_objects}"
+            + (f",num_classes={self.num_classes}" if self.num_classes != 3 else "")
+            + (f",occlusion={self.occlusion}" if self.occlusion else "")
         )
 
 
@@ -130,6 +134,7 @@ def train_command(args: DemoArguments, data_dir: Path, train_dir: Path) -> list[
         "--num_machines=1",
         "--mixed_precision=no",
         "--dynamo_backend=no",
+        "--main_process_port=0",  # a free port: two demos (or tests) on one machine must not collide on 29500
         "--module",
         "modeling_detr_custom.apps.cli.train",
         f"--data={data_dir}",
@@ -243,6 +248,8 @@ def _summary(
             "\n=== demo done ===",
             f"COCO AP@[.5:.95] {metrics['AP']:.3f}, AP50 {metrics['AP50']:.3f}, AP75 {metrics['AP75']:.3f} "
             "on the synthetic validation split",
+            f"duplicates: {metrics['duplicate_rate']:.1%} of the detections above 0.5 overlap another of their "
+            "class (IoU > 0.7)",
             f"checkpoint: {checkpoint_dir} (loads with AutoModelForObjectDetection / pipeline)",
             f"picture:    {picture} ({drawn} detections on {len(detections)} held-out images)",
             f"time:       {timing}; total {sum(seconds.values()):.0f} s",

@@ -1,10 +1,13 @@
 """A synthetic shapes data set in COCO format: the built-in default of the scripts, the tests and `make demo`.
 
-Three classes (COCO category ids 1, 2, 3): `rectangle`, `ellipse`, `triangle`, drawn in filled colours on
+Three classes (COCO category ids 1, 2, 3): `rectangle`, `ellipse`, `triangle` (six with `num_classes=6`:
+`diamond` yellow, `cross` purple, `ring` cyan as well), drawn in filled colours on
 textured backgrounds (smooth noise, gradients or stripes). Each image holds 0 to `max_objects` shapes (about
 10% hold none: negative samples) whose sides are 10-50% of the image side; shapes may overlap, but a placement
 that would hide more than half of an earlier shape is rejected, and every box is the *visible* extent of its
-shape, so no annotation describes something that cannot be seen.
+shape, so no annotation describes something that cannot be seen. The harder setting of `docs/demo_measurements.md`,
+`synthetic:image_size=256,max_objects=12,num_classes=6,occlusion=1`, packs up to 12 shapes of 6 classes and lets
+a shape be three-quarters hidden.
 
 Learnability is deliberate, because the data set is what shows that a small DETR trains on a CPU in minutes:
 each class has its own hue family (rectangles red-orange, ellipses green, triangles blue; saturated, varied in
@@ -33,6 +36,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -41,6 +45,7 @@ from pycocotools import mask as coco_mask
 __all__ = [
     "CATEGORIES",
     "PANOPTIC_CATEGORIES",
+    "panoptic_categories",
     "SyntheticSpec",
     "ensure_synthetic_dataset",
     "generate_panoptic_image",
@@ -57,18 +62,33 @@ CATEGORIES = [
     {"id": 2, "name": "ellipse", "supercategory": "shape"},
     {"id": 3, "name": "triangle", "supercategory": "shape"},
 ]
-# Things (the shapes) and stuff (the background textures, in the order `_background` draws their kind).
-PANOPTIC_CATEGORIES = [
-    *({**category, "isthing": 1} for category in CATEGORIES),
-    {"id": 4, "name": "noise", "supercategory": "background", "isthing": 0},
-    {"id": 5, "name": "gradient", "supercategory": "background", "isthing": 0},
-    {"id": 6, "name": "stripes", "supercategory": "background", "isthing": 0},
+# The harder setting (`num_classes=6`) adds three shapes, each with a hue family of its own.
+EXTRA_CATEGORIES = [
+    {"id": 4, "name": "diamond", "supercategory": "shape"},
+    {"id": 5, "name": "cross", "supercategory": "shape"},
+    {"id": 6, "name": "ring", "supercategory": "shape"},
 ]
-_FIRST_STUFF_ID = 4
+# Stuff (the background textures, in the order `_background` draws their kind), numbered after the shapes.
+_STUFF_NAMES = ("noise", "gradient", "stripes")
+
+
+def panoptic_categories(categories: list[dict] | None = None) -> list[dict]:
+    """Things (the shapes of `categories`, the default three if None) and stuff (the background textures)."""
+    things = [{**category, "isthing": 1} for category in (categories or CATEGORIES)]
+    stuff = [
+        {"id": len(things) + 1 + kind, "name": name, "supercategory": "background", "isthing": 0}
+        for kind, name in enumerate(_STUFF_NAMES)
+    ]
+    return things + stuff
+
+
+PANOPTIC_CATEGORIES = panoptic_categories()  # of the default data set (3 shapes, stuff ids 4-6)
 # Hue range (fraction of the colour wheel) of each category id.
-_HUES = {1: (0.97, 1.08), 2: (0.25, 0.42), 3: (0.55, 0.68)}
+_HUES = {1: (0.97, 1.08), 2: (0.25, 0.42), 3: (0.55, 0.68), 4: (0.12, 0.18), 5: (0.76, 0.86), 6: (0.46, 0.51)}
+# Least visible fraction of an earlier shape a new one may leave, by `occlusion` level: 0 (the default) keeps
+# every shape at least half visible, 1 lets a shape be three-quarters hidden (the harder setting).
+_MIN_VISIBLE_FRACTIONS = (0.5, 0.25)
 _SPLITS = {"train": 0, "val": 1}
-_MIN_VISIBLE_FRACTION = 0.5
 _EMPTY_IMAGE_PROBABILITY = 0.1
 _PLACEMENT_TRIES = 10
 
@@ -82,6 +102,8 @@ class SyntheticSpec:
     image_size: int = 128
     seed: int = 0
     max_objects: int = 4
+    num_classes: int = 3
+    occlusion: int = 0
 
     def __post_init__(self) -> None:
         if self.num_train < 0 or self.num_val < 0:
@@ -90,6 +112,17 @@ class SyntheticSpec:
             raise ValueError(f"image_size must be >= 32 pixels, got {self.image_size}.")
         if self.max_objects < 0:
             raise ValueError(f"max_objects must be >= 0, got {self.max_objects}.")
+        if self.num_classes not in (3, 6):
+            raise ValueError(f"num_classes must be 3 or 6, got {self.num_classes}.")
+        if self.occlusion not in range(len(_MIN_VISIBLE_FRACTIONS)):
+            raise ValueError(
+                f"occlusion must be 0 (shapes at least half visible) or 1 (a quarter), got {self.occlusion}."
+            )
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        """The COCO categories of this data set (the first `num_classes` shapes)."""
+        return (CATEGORIES + EXTRA_CATEGORIES)[: self.num_classes]
 
     @classmethod
     def from_source(cls, source: str) -> SyntheticSpec:
@@ -114,6 +147,8 @@ class SyntheticSpec:
         return (
             f"synthetic-v{GENERATOR_VERSION}-train{self.num_train}-val{self.num_val}-size{self.image_size}"
             f"-obj{self.max_objects}-seed{self.seed}"
+            + (f"-cls{self.num_classes}" if self.num_classes != 3 else "")
+            + (f"-occ{self.occlusion}" if self.occlusion else "")
         )
 
 
@@ -166,7 +201,9 @@ def _write_split(out_dir: Path, split: str, count: int, spec: SyntheticSpec) -> 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # PNG encoding drops the GIL
         for index in range(count):
             rng = np.random.default_rng((spec.seed, _SPLITS[split], index))
-            pixels, objects, segment_ids, stuff_id = generate_panoptic_image(rng, spec.image_size, spec.max_objects)
+            pixels, objects, segment_ids, stuff_id = generate_panoptic_image(
+                rng, spec.image_size, spec.max_objects, spec.num_classes, spec.occlusion
+            )
             file_name = f"{index + 1:06d}.png"
             writes.append(pool.submit(Image.fromarray(pixels).save, out_dir / split / file_name, compress_level=1))
             id_png = np.stack([segment_ids % 256, segment_ids // 256 % 256, segment_ids // 65536], -1).astype(np.uint8)
@@ -196,24 +233,28 @@ def _write_split(out_dir: Path, split: str, count: int, spec: SyntheticSpec) -> 
         for write in writes:
             write.result()  # re-raises a failed write (e.g. disk full)
     info = {"description": "detr-custom synthetic shapes", "generator_version": GENERATOR_VERSION, **asdict(spec)}
-    coco = {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
-    panoptic = {"info": info, "images": images, "annotations": panoptic_annotations, "categories": PANOPTIC_CATEGORIES}
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": spec.categories}
+    panoptic_cats = panoptic_categories(spec.categories)
+    panoptic = {"info": info, "images": images, "annotations": panoptic_annotations, "categories": panoptic_cats}
     return coco, panoptic
 
 
-def generate_image(rng: np.random.Generator, image_size: int, max_objects: int) -> tuple[np.ndarray, list[dict]]:
-    """Draws one image.
+def generate_image(
+    rng: np.random.Generator, image_size: int, max_objects: int, num_classes: int = 3, occlusion: int = 0
+) -> tuple[np.ndarray, list[dict]]:
+    """Draws one image (`num_classes` and `occlusion` as in `SyntheticSpec`; the defaults draw the same images
+    as before they existed).
 
     Returns:
         The pixels `(image_size, image_size, 3)` uint8, and per visible shape a dict with `category_id`,
         `bbox` (COCO `[x, y, w, h]` of its visible pixels) and `area` (visible pixel count).
     """
-    pixels, objects, _, _ = generate_panoptic_image(rng, image_size, max_objects)
+    pixels, objects, _, _ = generate_panoptic_image(rng, image_size, max_objects, num_classes, occlusion)
     return pixels, [{key: value for key, value in obj.items() if key != "mask"} for obj in objects]
 
 
 def generate_panoptic_image(
-    rng: np.random.Generator, image_size: int, max_objects: int
+    rng: np.random.Generator, image_size: int, max_objects: int, num_classes: int = 3, occlusion: int = 0
 ) -> tuple[np.ndarray, list[dict], np.ndarray, int]:
     """Draws one image with its panoptic segmentation (the same pixels as `generate_image` for the same `rng`).
 
@@ -227,8 +268,8 @@ def generate_panoptic_image(
     shapes: list[tuple[int, np.ndarray]] = []  # (category id, RGB colour)
     empty = rng.random() < _EMPTY_IMAGE_PROBABILITY or max_objects == 0
     for _ in range(0 if empty else int(rng.integers(1, max_objects + 1))):
-        category_id = int(rng.integers(1, len(CATEGORIES) + 1))
-        if _place_shape(rng, owner, category_id, len(shapes)):
+        category_id = int(rng.integers(1, num_classes + 1))
+        if _place_shape(rng, owner, category_id, len(shapes), _MIN_VISIBLE_FRACTIONS[occlusion]):
             shapes.append((category_id, _shape_colour(rng, category_id)))
     objects = []
     for index, (category_id, colour) in enumerate(shapes):
@@ -240,10 +281,10 @@ def generate_panoptic_image(
         objects.append({"category_id": category_id, "bbox": bbox, "area": int(visible.sum()), "mask": visible})
     pixels += 4.0 * rng.standard_normal(pixels.shape, dtype=np.float32)  # a little sensor noise everywhere
     segment_ids = np.where(owner >= 0, owner.astype(np.int64) + 1, len(shapes) + 1)
-    return np.clip(pixels, 0, 255).astype(np.uint8), objects, segment_ids, _FIRST_STUFF_ID + background_kind
+    return np.clip(pixels, 0, 255).astype(np.uint8), objects, segment_ids, num_classes + 1 + background_kind
 
 
-def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, index: int) -> bool:
+def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, index: int, min_visible: float) -> bool:
     """Draws a shape into `owner` unless every try would hide most of an earlier shape."""
     size = owner.shape[0]
     for _ in range(_PLACEMENT_TRIES):
@@ -252,35 +293,43 @@ def _place_shape(rng: np.random.Generator, owner: np.ndarray, category_id: int, 
         mask = _shape_mask(rng, category_id, width, height)
         region = owner[y : y + height, x : x + width]  # view: writes go into `owner`
         covered = region[mask]
-        if _hides_too_much(owner, covered):
+        if _hides_too_much(owner, covered, min_visible):
             continue
         region[mask] = index
         return True
     return False
 
 
-def _hides_too_much(owner: np.ndarray, covered: np.ndarray) -> bool:
-    """True if covering these pixels would leave an earlier shape less than half visible."""
+def _hides_too_much(owner: np.ndarray, covered: np.ndarray, min_visible: float) -> bool:
+    """True if covering these pixels would leave less than `min_visible` of an earlier shape visible."""
     hidden_ids, hidden_counts = np.unique(covered[covered >= 0], return_counts=True)
     for shape_id, hidden in zip(hidden_ids, hidden_counts):
         visible = np.count_nonzero(owner == shape_id)
-        if visible - hidden < _MIN_VISIBLE_FRACTION * visible:
+        if visible - hidden < min_visible * visible:
             return True
     return False
 
 
 def _shape_mask(rng: np.random.Generator, category_id: int, width: int, height: int) -> np.ndarray:
-    """Boolean mask `(height, width)` of a rectangle, ellipse or triangle filling the box."""
+    """Boolean mask `(height, width)` of the category's shape filling the box."""
     if category_id == 1:
         return np.ones((height, width), dtype=bool)
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
+    w, h = width - 1, height - 1
     if category_id == 2:
-        draw.ellipse([0, 0, width - 1, height - 1], fill=1)
+        draw.ellipse([0, 0, w, h], fill=1)
+    elif category_id == 4:  # diamond: the four side midpoints
+        draw.polygon([(w / 2, 0), (w, h / 2), (w / 2, h), (0, h / 2)], fill=1)
+    elif category_id == 5:  # cross: two bars a third of the side thick
+        draw.rectangle([w / 3, 0, 2 * w / 3, h], fill=1)
+        draw.rectangle([0, h / 3, w, 2 * h / 3], fill=1)
+    elif category_id == 6:  # ring: an ellipse with a hole half its size
+        draw.ellipse([0, 0, w, h], fill=1)
+        draw.ellipse([w / 4, h / 4, 3 * w / 4, 3 * h / 4], fill=0)
     else:
         # The apex lies on one side of the box (chosen at random), the base spans the opposite side.
         apex = float(rng.uniform(0.0, 1.0))
-        w, h = width - 1, height - 1
         corners = {
             0: [(apex * w, 0), (0, h), (w, h)],
             1: [(apex * w, h), (0, 0), (w, 0)],
@@ -333,9 +382,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="Square image side in pixels.")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="Random seed; same seed, same files.")
     parser.add_argument("--max-objects", type=int, default=defaults.max_objects, help="Most shapes per image.")
+    parser.add_argument("--num-classes", type=int, default=defaults.num_classes, help="3 or 6 shape classes.")
+    parser.add_argument(
+        "--occlusion", type=int, default=defaults.occlusion, help="0: shapes half visible; 1: a quarter."
+    )
     args = parser.parse_args(argv)
     try:
-        spec = SyntheticSpec(args.num_train, args.num_val, args.image_size, args.seed, args.max_objects)
+        spec = SyntheticSpec(
+            args.num_train, args.num_val, args.image_size, args.seed, args.max_objects, args.num_classes, args.occlusion
+        )
     except ValueError as error:
         parser.error(str(error))
     write_synthetic_dataset(args.out_dir, spec)

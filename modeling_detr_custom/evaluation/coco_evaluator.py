@@ -28,9 +28,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from modeling_detr_custom.data.categories import CategoryMapping
+from modeling_detr_custom.evaluation.duplicates import DUPLICATE_SCORE_THRESHOLD, duplicate_rate
 from modeling_detr_custom.model.box_ops import box_xyxy_to_xywh
 
 __all__ = [
+    "DUPLICATE_RATE",
     "METRIC_NAMES",
     "PER_CLASS_METRIC_NAMES",
     "CocoEvaluator",
@@ -53,9 +55,12 @@ _METRIC_DESCRIPTIONS = {
     "AR1": "AR, 1 detection per image",
     "AR10": "AR, 10 detections per image",
     "AR100": "AR, 100 detections per image",
+    "duplicate_rate": "detections > 0.5 overlapping one of their class (IoU > 0.7)",
 }
 # Per class, from the same precision/recall arrays `COCOeval.summarize` averages (stats 0, 1 and 8).
 PER_CLASS_METRIC_NAMES = ("AP", "AP50", "AR100")
+# Reported next to the COCO metrics (evaluation/duplicates.py): lower is better.
+DUPLICATE_RATE = "duplicate_rate"
 
 
 class CocoEvaluator:
@@ -124,6 +129,8 @@ class CocoEvaluator:
             the split has no ground truth in that area range (pycocotools' convention). No detections give 0.
             Also `"per_class"`: `{class name: {"AP", "AP50", "AR100", "num_objects"}}` (`per_class_metrics`).
             `metrics_for_json` and `metrics_for_trackers` turn -1 into null / leave it out.
+            Plus `duplicate_rate` (`evaluation/duplicates.py`): the fraction of detections scored above 0.5 that
+            overlap another one of their class with IoU > 0.7.
         """
         coco_dt = self._detections_as_coco()
         coco_eval = COCOeval(self.coco_gt, coco_dt, iouType=self.iou_type)
@@ -137,6 +144,7 @@ class CocoEvaluator:
         self.coco_eval = coco_eval
         metrics: dict[str, Any] = {name: float(coco_eval.stats[i]) for i, name in enumerate(METRIC_NAMES)}
         metrics["per_class"] = per_class_metrics(coco_eval)
+        metrics[DUPLICATE_RATE] = duplicate_rate(self.predictions.values(), DUPLICATE_SCORE_THRESHOLD)
         return metrics
 
     def _to_numpy(self, prediction: Mapping[str, Any]) -> dict[str, np.ndarray]:

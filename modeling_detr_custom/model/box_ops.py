@@ -27,6 +27,7 @@ __all__ = [
     "box_xyxy_to_cxcywh",
     "box_xyxy_to_xywh",
     "generalized_box_iou",
+    "paired_box_iou",
     "paired_generalized_box_iou",
 ]
 
@@ -155,6 +156,16 @@ def paired_generalized_box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tens
             f"{tuple(boxes1_xyxy.shape)} and {tuple(boxes2_xyxy.shape)}."
         )
     return _giou(boxes1_xyxy, boxes2_xyxy)
+
+
+def paired_box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
+    """IoU of corresponding boxes, ``boxes1_xyxy[i]`` against ``boxes2_xyxy[i]``: `(N, 4)` twice -> `(N,)`."""
+    if boxes1_xyxy.shape != boxes2_xyxy.shape or boxes1_xyxy.shape[-1:] != (4,):
+        raise ValueError(
+            "paired_box_iou needs two sets of as many boxes, shaped (N, 4), got shapes "
+            f"{tuple(boxes1_xyxy.shape)} and {tuple(boxes2_xyxy.shape)}."
+        )
+    return _iou_union_enclosing(boxes1_xyxy, boxes2_xyxy)[0]
 
 
 def _giou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:

@@ -8,12 +8,13 @@ from huggingface_hub.dataclasses import strict
 from transformers import DetrConfig
 from transformers.activations import ACT2FN
 
+from .box_refinement import BOX_REFINEMENT_MODES
 from .validation import check_choice, check_matching_costs, check_non_negative
 
 __all__ = ["DetrCustomConfig"]
 
 _POSITION_EMBEDDING_TYPES = ("sine", "learned")
-_CLASS_LOSS_TYPES = ("cross_entropy", "sigmoid_focal")
+_CLASS_LOSS_TYPES = ("cross_entropy", "sigmoid_focal", "varifocal")
 _NUM_BACKBONE_STAGES = 5  # stem + 4 residual stages, the torchvision/timm convention
 _DEFAULT_BACKBONE = "resnet50"
 
@@ -70,13 +71,34 @@ class DetrCustomConfig(DetrConfig):
             with the same outputs. `False` = the original DETR box head.
         anchor_box_size (`float`, *optional*, defaults to 0.2):
             Initial normalised width and height of the query anchor boxes, in `(0, 1)`.
+        box_refinement (`str`, *optional*, defaults to `"none"`):
+            Iterative box refinement across decoder layers (see `box_refinement.py`): `"iterative"` (Deformable
+            DETR: layer `l` predicts a logit-space offset from layer `l - 1`'s box, taken without gradient, the
+            first layer from its query anchor), `"look_forward_twice"` (DINO: the same, with the gradient), or
+            `"none"` (the original: every layer predicts its box from scratch). No new weights.
+        num_denoising_groups (`int`, *optional*, defaults to 0):
+            Contrastive denoising training (DN-DETR, DINO; see `denoising.py`): in training, this many groups of
+            noised ground-truth boxes and labels are decoded as extra queries (a positive that must reconstruct
+            its object and a negative that must predict "no object", per object and group), in a decoder pass of
+            their own so that nothing leaks to the matching queries. Inference is unchanged; the checkpoint gains
+            the training-only `denoising.*` weights. 0 = the original DETR.
+        denoising_box_noise_scale (`float`, *optional*, defaults to 1.0):
+            Box noise of the denoising queries: corners move by up to this fraction of the half sides (positives),
+            by 1x to 2x it (negatives). > 0.
+        denoising_label_noise_ratio (`float`, *optional*, defaults to 0.5):
+            Half of it is the probability that a denoising query's label is replaced by a random class; in [0, 1].
         class_loss_type (`str`, *optional*, defaults to `"cross_entropy"`):
             `"cross_entropy"`: softmax cross-entropy with the no-object class weighted by `eos_coefficient` (the
             original). `"sigmoid_focal"`: sigmoid focal loss (Lin et al.) over the `num_labels` object classes
             with matching cost to suit, as Deformable DETR; the no-object logit is then held at 0 so the usual
             softmax post-processing gives the sigmoid scores (see `DetrCustomForObjectDetection`).
+            `"varifocal"`: IoU-aware classification (VarifocalNet, as RT-DETR and D-FINE): the same sigmoid
+            scores and matching cost, but a matched query's target for its class is the IoU of its box with the
+            target box instead of 1, so scores rank boxes by quality and a loose second box on an object scores
+            low; negatives are weighted by `focal_alpha * p ** focal_gamma`.
         focal_alpha, focal_gamma (`float`, *optional*, defaults to 0.25, 2):
-            Weight of positives and focusing exponent of the sigmoid focal loss and its matching cost.
+            Weight of positives and focusing exponent of the sigmoid focal loss and its matching cost (with
+            `"varifocal"`: the weight of the negatives, 0.75 in VarifocalNet).
         mask_loss_coefficient, dice_loss_coefficient (`float`, *optional*, defaults to 1):
             Segmentation-only settings of `DetrConfig`, kept for compatibility and unused by detection.
 
@@ -117,6 +139,10 @@ class DetrCustomConfig(DetrConfig):
     num_query_groups: int = 1
     query_anchor_boxes: bool = False
     anchor_box_size: float | int = 0.2
+    box_refinement: str = "none"
+    num_denoising_groups: int = 0
+    denoising_box_noise_scale: float | int = 1.0
+    denoising_label_noise_ratio: float | int = 0.5
     class_loss_type: str = "cross_entropy"
     focal_alpha: float | int = 0.25
     focal_gamma: float | int = 2
@@ -272,6 +298,12 @@ def _check_architecture(config: DetrCustomConfig) -> None:
             "activations such as 'relu' or 'gelu'."
         )
     _check_int_range(config, "num_query_groups", 1, None)
+    check_choice("", "box_refinement", config.box_refinement, BOX_REFINEMENT_MODES)
+    _check_int_range(config, "num_denoising_groups", 0, None)
+    if not (math.isfinite(config.denoising_box_noise_scale) and config.denoising_box_noise_scale > 0):
+        raise ValueError(f"denoising_box_noise_scale={config.denoising_box_noise_scale} must be a finite number > 0.")
+    if not 0.0 <= config.denoising_label_noise_ratio <= 1.0:
+        raise ValueError(f"denoising_label_noise_ratio={config.denoising_label_noise_ratio} must be in [0, 1].")
     if not 0.0 < config.anchor_box_size < 1.0:
         raise ValueError(f"anchor_box_size={config.anchor_box_size} must be in (0, 1) (a fraction of the image side).")
     if config.num_labels is None or config.num_labels < 1:

@@ -23,11 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .box_ops import box_cxcywh_to_xyxy, paired_generalized_box_iou
+from .box_ops import box_cxcywh_to_xyxy, paired_box_iou, paired_generalized_box_iou
 from .matcher import HungarianMatcher
 from .validation import check_choice, check_non_negative
 
-__all__ = ["SetCriterion", "sigmoid_focal_loss"]
+__all__ = ["SetCriterion", "sigmoid_focal_loss", "varifocal_loss"]
+
+# class_loss_type -> the SetCriterion method computing loss_ce.
+_CLASS_LOSS_TERMS = {
+    "cross_entropy": "loss_labels",
+    "sigmoid_focal": "loss_labels_focal",
+    "varifocal": "loss_labels_varifocal",
+}
 
 
 class _Targets(NamedTuple):
@@ -66,8 +73,10 @@ class SetCriterion(nn.Module):
         class_loss_type: ``"cross_entropy"`` (the original: softmax over ``num_labels + 1`` classes, no-object
             weighted by ``eos_coefficient``) or ``"sigmoid_focal"`` (sigmoid focal loss over the ``num_labels``
             object columns, summed over queries and classes and divided by num_boxes, as Deformable DETR; the
-            no-object column is not used).
-        focal_alpha: Weight of positives in the sigmoid focal loss (negatives get ``1 - focal_alpha``).
+            no-object column is not used) or ``"varifocal"`` (IoU-aware: as ``"sigmoid_focal"``, with the matched
+            class's target the IoU of the matched box, see ``loss_labels_varifocal``).
+        focal_alpha: Weight of positives in the sigmoid focal loss (negatives get ``1 - focal_alpha``); with
+            ``"varifocal"`` the weight of negatives.
         focal_gamma: Focusing exponent of the sigmoid focal loss.
 
     Raises:
@@ -89,7 +98,7 @@ class SetCriterion(nn.Module):
         super().__init__()
         if num_labels < 1:
             raise ValueError(f"SetCriterion num_labels must be >= 1, got {num_labels}.")
-        check_choice("SetCriterion ", "class_loss_type", class_loss_type, ("cross_entropy", "sigmoid_focal"))
+        check_choice("SetCriterion ", "class_loss_type", class_loss_type, tuple(_CLASS_LOSS_TERMS))
         coefficients = {
             "eos_coefficient": eos_coefficient,
             "ce_loss_coefficient": ce_loss_coefficient,
@@ -114,7 +123,7 @@ class SetCriterion(nn.Module):
         self.register_buffer("class_weight", torch.empty(num_labels + 1), persistent=False)
         self.reset_parameters()
         self.loss_map: dict[str, LossTerm] = {
-            "labels": self.loss_labels if class_loss_type == "cross_entropy" else self.loss_labels_focal,
+            "labels": getattr(self, _CLASS_LOSS_TERMS[class_loss_type]),
             "cardinality": self.loss_cardinality,
             "boxes": self.loss_boxes,
         }
@@ -195,6 +204,49 @@ class SetCriterion(nn.Module):
         loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items() if name in per_layer)
         return loss, _name_by_layer(per_layer), matches, num_boxes
 
+    def denoising_loss(
+        self,
+        logits: Tensor,
+        pred_boxes: Tensor,
+        targets: list[dict[str, Tensor]],
+        matches_per_image: list[tuple[Tensor, Tensor]],
+        num_groups: int,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The classification and box terms for queries whose targets are known (denoising, `denoising.py`).
+
+        As ``forward`` with the Hungarian matching replaced by ``matches_per_image``; every unmatched query is a
+        negative ("no object"). Box terms are divided by ``num_groups * num_boxes``, as for query groups.
+
+        Args:
+            logits: `(num_layers, batch_size, num_queries, num_labels + 1)`, every decoder layer, last one last.
+            pred_boxes: `(num_layers, batch_size, num_queries, 4)` normalised ``(cx, cy, w, h)``.
+            targets: One dict per image, as for ``forward``.
+            matches_per_image: Per image `(query indices, target indices)`, the same for every layer.
+            num_groups: Times each target is matched (denoising groups).
+
+        Returns:
+            ``(loss, loss_dict)`` with ``dn_loss_ce``, ``dn_loss_bbox``, ``dn_loss_giou`` (final layer) and
+            ``dn_loss_ce_k``, ... for the earlier layers; ``dn_class_error`` is logged, not optimised.
+        """
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            logits, pred_boxes = logits.float(), pred_boxes.float()
+            num_layers = logits.shape[0]
+            first_target = torch.tensor([0, *(len(target["boxes"]) for target in targets)]).cumsum(0)
+            image = torch.cat([torch.full((len(q),), i) for i, (q, _) in enumerate(matches_per_image)])
+            query = torch.cat([q.cpu() for q, _ in matches_per_image])
+            target = torch.cat([t.cpu() for _, t in matches_per_image]) + first_target[image]
+            pairs = len(query)
+            layer = torch.arange(num_layers).repeat_interleave(pairs)
+            flat = torch.stack([layer, image.repeat(num_layers), query.repeat(num_layers), target.repeat(num_layers)])
+            matches = _Matches(*flat.to(logits.device).unbind(0), pairs_per_layer=pairs)
+            batch_targets = _concat_targets(targets, logits.device, num_groups)
+            num_boxes = num_groups * _num_boxes(len(batch_targets.class_labels), logits.device)
+            per_layer: dict[str, Tensor] = {}
+            for term in (self.loss_map["labels"], self.loss_map["boxes"]):
+                per_layer.update(term(logits, pred_boxes, batch_targets, matches, num_boxes))
+        loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items())
+        return loss, {f"dn_{name}": value for name, value in _name_by_layer(per_layer).items()}
+
     def loss_labels(
         self, logits: Tensor, pred_boxes: Tensor, targets: _Targets, matches: _Matches, num_boxes: Tensor | float
     ) -> dict[str, Tensor]:
@@ -246,6 +298,39 @@ class SetCriterion(nn.Module):
         is_target = torch.zeros_like(class_logits)
         is_target[matches.layer, matches.image, matches.query, targets.class_labels[matches.target]] = 1.0
         loss = sigmoid_focal_loss(class_logits, is_target, self.focal_alpha, self.focal_gamma)
+        return {
+            "loss_ce": loss.flatten(1).sum(1) / num_boxes,
+            "class_error": _class_error(class_logits, targets, matches),
+        }
+
+    def loss_labels_varifocal(
+        self, logits: Tensor, pred_boxes: Tensor, targets: _Targets, matches: _Matches, num_boxes: Tensor | float
+    ) -> dict[str, Tensor]:
+        """IoU-aware classification (``loss_ce``, varifocal loss) and ``class_error``, per layer.
+
+        As ``loss_labels_focal``, except that a matched query's target for its target's class is the IoU
+        (without gradient) of its box with the target box, so the score learns to predict box quality: of two
+        queries on one object, the looser box is pushed to a lower score.
+
+        Args:
+            logits: `(num_layers, batch_size, num_queries, num_labels + 1)` float32.
+            pred_boxes: `(num_layers, batch_size, num_queries, 4)` float32 normalised ``(cx, cy, w, h)``.
+            targets: Concatenated targets.
+            matches: Matched pairs of every layer.
+            num_boxes: Normaliser of the summed loss (>= 1).
+
+        Returns:
+            ``loss_ce`` and ``class_error``, each of shape `(num_layers,)`.
+        """
+        class_logits = logits[..., :-1]  # (L, B, Q, C)
+        with torch.no_grad():
+            matched_iou = paired_box_iou(
+                box_cxcywh_to_xyxy(pred_boxes[matches.layer, matches.image, matches.query]),
+                box_cxcywh_to_xyxy(targets.boxes_cxcywh[matches.target]),
+            )  # (L*P,)
+            quality = torch.zeros_like(class_logits)
+            quality[matches.layer, matches.image, matches.query, targets.class_labels[matches.target]] = matched_iou
+        loss = varifocal_loss(class_logits, quality, self.focal_alpha, self.focal_gamma)
         return {
             "loss_ce": loss.flatten(1).sum(1) / num_boxes,
             "class_error": _class_error(class_logits, targets, matches),
@@ -426,3 +511,21 @@ def sigmoid_focal_loss(logits: Tensor, is_target: Tensor, alpha: float = 0.25, g
     p_t = probabilities * is_target + (1 - probabilities) * (1 - is_target)
     alpha_t = alpha * is_target + (1 - alpha) * (1 - is_target)
     return alpha_t * (1 - p_t) ** gamma * bce
+
+
+def varifocal_loss(logits: Tensor, quality: Tensor, alpha: float = 0.75, gamma: float = 2.0) -> Tensor:
+    """Elementwise varifocal loss (Zhang et al., 2021): binary cross-entropy towards the soft target `quality`,
+    weighted by `quality` on positives and by `alpha * p ** gamma` on negatives (as RT-DETR's ``loss_labels_vfl``).
+
+    Args:
+        logits: Any shape, raw scores.
+        quality: Same shape, the IoU of the matched box on the matched class, 0.0 elsewhere (negatives).
+        alpha: Weight of the negatives.
+        gamma: Focusing exponent on the negatives' predicted probability.
+
+    Returns:
+        The loss, shaped like `logits`.
+    """
+    probabilities = logits.sigmoid().detach()
+    weight = alpha * probabilities**gamma * (quality <= 0) + quality
+    return F.binary_cross_entropy_with_logits(logits, quality, weight=weight, reduction="none")

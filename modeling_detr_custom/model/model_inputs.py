@@ -10,7 +10,9 @@ import torch
 from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutput
 
-__all__ = ["as_encoder_output", "check_pixel_inputs", "per_group", "square_feature_map"]
+from .tensor_cache import is_exporting
+
+__all__ = ["as_encoder_output", "check_pixel_inputs", "key_padding_mask_of", "per_group", "square_feature_map"]
 
 
 def per_group(
@@ -75,3 +77,22 @@ def check_pixel_inputs(pixel_values: Tensor, pixel_mask: Tensor | None, num_chan
             f"pixel_mask must have shape (batch_size, height, width) = "
             f"{(pixel_values.shape[0], *pixel_values.shape[2:])}, got {tuple(pixel_mask.shape)}."
         )
+
+
+def key_padding_mask_of(mask: Tensor | None) -> Tensor | None:
+    """Flattens the feature-level mask to `(batch_size, height * width)`; None when nothing is padded.
+
+    Dropping an all-ones mask lets SDPA use its fastest kernels; an image without any valid feature would make
+    its attention undefined, so it is reported instead. Both look at the mask's values, which an exported or
+    traced graph cannot branch on: there the mask is always kept (an all-ones mask gives the same numbers).
+    """
+    if mask is None:
+        return None
+    flat = mask.flatten(1)  # (B, HW)
+    if is_exporting():
+        return flat
+    valid_counts = flat.sum(1).tolist()  # one device-to-host copy
+    if min(valid_counts) == 0:
+        empty = [index for index, count in enumerate(valid_counts) if count == 0]
+        raise ValueError(f"pixel_mask of images {empty} marks no pixel as valid (1 = real pixel, 0 = padding).")
+    return None if min(valid_counts) == flat.shape[1] else flat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from transformers.models.detr.modeling_detr import DetrModelOutput, DetrObjectDetectionOutput, DetrSegmentationOutput
 
 __all__ = ["DetrCustomModelOutput", "DetrCustomObjectDetectionOutput", "DetrCustomSegmentationOutput"]
@@ -25,7 +26,11 @@ class DetrCustomModelOutput(DetrModelOutput):
         encoder_attentions: Encoder weights `(batch_size, heads, height * width, height * width)`.
         intermediate_hidden_states: `(decoder_layers, batch_size, num_queries, d_model)`, every decoder layer's
             output through the final LayerNorm; only when `config.auxiliary_loss`.
+        denoising_hidden_states: `(decoder_layers, batch_size * G, 2M, d_model)`, every decoder layer's output for
+            the denoising queries (`denoising.py`); training with `config.num_denoising_groups` only.
     """
+
+    denoising_hidden_states: torch.FloatTensor | None = None
 
 
 @dataclass

@@ -18,18 +18,20 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 from .backbone import DetrCustomBackbone, TimmConvEncoder, TransformersConvEncoder, downsample_pixel_mask
+from .box_refinement import refine_boxes
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
+from .denoising import DenoisingBatch, DenoisingQueries, decode_denoising, denoising_predictions
 from .loading_rules import check_base_weights, explain_load_error
 from .matcher import HungarianMatcher
 from .mlp_head import DetrCustomMLPPredictionHead
-from .model_inputs import as_encoder_output, check_pixel_inputs, per_group, square_feature_map
+from .model_inputs import as_encoder_output, check_pixel_inputs, key_padding_mask_of, per_group, square_feature_map
 from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
 from .position_embedding import UniformEmbedding, build_position_embedding
 from .query_anchors import QueryAnchorBoxes
-from .tensor_cache import is_exporting
 from .transformer import DetrCustomDecoder, DetrCustomDecoderOutput, DetrCustomEncoder, XavierLinear
 from .validation import validate_labels
+from .weight_init import default_bias_init, mark_initialized
 
 __all__ = [
     "DetrCustomForObjectDetection",
@@ -80,10 +82,10 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
             if module.zero_bias:
                 init.zeros_(module.bias)
             else:
-                _default_bias_init(module)
+                default_bias_init(module)
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            _default_bias_init(module)
+            default_bias_init(module)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -146,20 +148,6 @@ class DetrCustomPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-def _default_bias_init(module: nn.Linear | nn.Conv2d) -> None:
-    """PyTorch's default bias initialisation of Linear/Conv2d, through the flag-aware `init` functions."""
-    if module.bias is not None:
-        fan_in = module.weight[0].numel()
-        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        init.uniform_(module.bias, -bound, bound)
-
-
-def _mark_initialized(module: nn.Module) -> None:
-    """Keeps transformers' init pass away from weights timm has initialised (or loaded pretrained)."""
-    for submodule in module.modules():
-        submodule._is_hf_initialized = True
-
-
 class DetrCustomModel(DetrCustomPreTrainedModel):
     """DETR without heads: backbone, input projection, position embeddings, encoder and decoder.
 
@@ -194,7 +182,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
                 freeze_batch_norm=config.freeze_backbone_batch_norm,
                 trainable_layers=config.backbone_trainable_layers,
             )
-        _mark_initialized(conv_encoder)
+        mark_initialized(conv_encoder)
         self.backbone = DetrCustomBackbone(conv_encoder)
         self.position_embedding = build_position_embedding(config.position_embedding_type, config.d_model)
         self.input_projection = nn.Conv2d(self.backbone.num_channels, config.d_model, kernel_size=1)
@@ -267,6 +255,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             decoder_attention_mask,
             output_attentions,
             output_hidden_states,
+            kwargs.get("denoising_queries"),  # training only
         )
         return output if return_dict else output.to_tuple()
 
@@ -280,6 +269,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
         decoder_attention_mask: Tensor | None,
         output_attentions: bool,
         output_hidden_states: bool,
+        denoising: DenoisingBatch | None = None,
     ) -> DetrCustomModelOutput:
         """Runs the encoder (unless `encoder_outputs` are given) and the decoder on flattened `(B, HW, D)` features."""
         if encoder_outputs is None:
@@ -308,6 +298,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             decoder_inputs_embeds=decoder_inputs_embeds,
             decoder_attention_mask=decoder_attention_mask,
         )
+        memory = encoder_outputs.last_hidden_state
         return DetrCustomModelOutput(
             last_hidden_state=decoder_output.last_hidden_state,
             decoder_hidden_states=decoder_output.hidden_states,
@@ -317,6 +308,8 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
             intermediate_hidden_states=decoder_output.intermediate_hidden_states,
+            denoising_hidden_states=denoising
+            and decode_denoising(self.decoder, memory, position_embeddings, key_padding_mask, denoising),
         )
 
     def _encoder_inputs(
@@ -334,7 +327,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             feature_map = square_feature_map(inputs_embeds, self.config.d_model)  # (B, D, h, w), a view
             mask = None if pixel_mask is None else downsample_pixel_mask(pixel_mask, feature_map.shape[-2:])
             features = inputs_embeds
-        key_padding_mask = _key_padding_mask(mask)  # (B, HW) bool or None when nothing is padded
+        key_padding_mask = key_padding_mask_of(mask)  # (B, HW) bool or None when nothing is padded
         # Without padding the positions depend on the shape alone (the embedding caches them).
         position_embeddings = self.position_embedding(feature_map, None if key_padding_mask is None else mask)
         return features, position_embeddings, key_padding_mask
@@ -388,7 +381,7 @@ class DetrCustomModel(DetrCustomPreTrainedModel):
             encoder_hidden_states,
             position_embeddings,
             key_padding_mask,
-            output_intermediate=self.config.auxiliary_loss,
+            output_intermediate=self.config.auxiliary_loss or self.config.box_refinement != "none",
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             initial_hidden_states=initial_hidden_states,
@@ -426,8 +419,13 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             self.query_anchor_boxes = QueryAnchorBoxes(
                 config.num_queries, config.num_query_groups, config.anchor_box_size
             )
+        if config.num_denoising_groups:  # training only: the noised ground-truth queries (denoising.py)
+            self.denoising = DenoisingQueries(
+                config.num_labels, config.d_model, config.num_denoising_groups,
+                config.denoising_box_noise_scale, config.denoising_label_noise_ratio,
+            )  # fmt: skip
         focal = {"focal_alpha": config.focal_alpha, "focal_gamma": config.focal_gamma}
-        class_cost_type = "focal" if config.class_loss_type == "sigmoid_focal" else "probability"
+        class_cost_type = "probability" if config.class_loss_type == "cross_entropy" else "focal"
         matcher = HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost, class_cost_type, **focal)
         self.criterion = SetCriterion(
             config.num_labels,
@@ -453,7 +451,7 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
         if self.config.query_anchor_boxes and bbox_layers is not None and module is bbox_layers.layers[-1]:
             init.zeros_(module.weight)
             init.zeros_(module.bias)
-        if module is getattr(self, "class_labels_classifier", None) and self.config.class_loss_type == "sigmoid_focal":
+        if module is getattr(self, "class_labels_classifier", None) and self.config.class_loss_type != "cross_entropy":
             init.constant_(module.bias, -math.log((1 - _FOCAL_PRIOR_PROBABILITY) / _FOCAL_PRIOR_PROBABILITY))
 
     def _boxes(self, hidden_states: Tensor) -> Tensor:
@@ -463,15 +461,22 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             return self.query_anchor_boxes(box_logits)
         return box_logits.sigmoid()
 
+    def _refined_boxes(self, intermediate: Tensor | None) -> Tensor | None:
+        """Every decoder layer's boxes `(L, B, Q, 4)` under `box_refinement` (box_refinement.py), else None."""
+        if self.config.box_refinement == "none":
+            return None
+        anchors = self.query_anchor_boxes.weight[: intermediate.shape[-2]] if self.config.query_anchor_boxes else None
+        return refine_boxes(self.bbox_predictor(intermediate), anchors, self.config.box_refinement)
+
     def _class_logits(self, hidden_states: Tensor) -> Tensor:
-        """Class logits `(..., num_labels + 1)`; with the sigmoid focal loss the no-object logit is pinned at 0.
+        """Class logits `(..., num_labels + 1)`; with a sigmoid (focal, varifocal) loss the no-object logit is 0.
 
         Softmax post-processing then turns object logits `z` into `exp(z_c) / (1 + sum_j exp(z_j))`, which is
         `sigmoid(z_c)` when one class dominates: the scores of the focal-trained model, and the same numbers in
         transformers' DETR (the no-object row of the class head never receives a gradient).
         """
         logits = self.class_labels_classifier(hidden_states)
-        if self.config.class_loss_type != "sigmoid_focal":
+        if self.config.class_loss_type == "cross_entropy":
             return logits
         return torch.cat([logits[..., :-1], torch.zeros_like(logits[..., -1:])], dim=-1)
 
@@ -515,6 +520,8 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             if images is None:
                 raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
             labels = validate_labels(labels, len(images), self.config.num_labels, self.device)
+        with_denoising = labels is not None and self.training and self.config.num_denoising_groups > 0
+        denoising = self.denoising(labels) if with_denoising else None  # a DenoisingBatch, training only
         outputs = self.model(
             pixel_values,
             pixel_mask,
@@ -525,16 +532,18 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             output_attentions,
             output_hidden_states,
             return_dict=True,
+            denoising_queries=denoising,
         )
         logits = self._class_logits(outputs.last_hidden_state)  # (B, Q, C+1); (B, G*Q, C+1) with query groups
-        pred_boxes = self._boxes(outputs.last_hidden_state)  # (B, Q, 4) cxcywh
+        layer_boxes = self._refined_boxes(outputs.intermediate_hidden_states)  # (L, B, Q, 4) or None
+        pred_boxes = self._boxes(outputs.last_hidden_state) if layer_boxes is None else layer_boxes[-1]  # cxcywh
         auxiliary_outputs = None
         # Only where a loss can use them: at inference they would cost L-1 extra head evaluations, and
         # transformers' pipeline splits every output field per image, which a list of dicts breaks.
         if outputs.intermediate_hidden_states is not None and (labels is not None or self.training):
             intermediate = outputs.intermediate_hidden_states[:-1]  # (L-1, B, Q, D); the last one is final
             all_logits = self._class_logits(intermediate)
-            all_boxes = self._boxes(intermediate)
+            all_boxes = self._boxes(intermediate) if layer_boxes is None else layer_boxes[:-1]
             auxiliary_outputs = [
                 {"logits": layer_logits, "pred_boxes": layer_boxes}
                 for layer_logits, layer_boxes in zip(all_logits, all_boxes)
@@ -544,6 +553,15 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             loss, loss_dict = self.criterion(
                 logits, pred_boxes, labels, auxiliary_outputs, num_query_groups=self.model.num_active_query_groups
             )
+        if denoising is not None:
+            dn_logits, dn_boxes = denoising_predictions(
+                outputs.denoising_hidden_states, denoising, self._class_logits, self.bbox_predictor,
+                self.config.box_refinement,
+            )  # fmt: skip
+            dn_loss, dn_loss_dict = self.criterion.denoising_loss(
+                dn_logits, dn_boxes, labels, denoising.matches, denoising.num_groups
+            )
+            loss, loss_dict = loss + dn_loss, {**loss_dict, **dn_loss_dict}
         output = DetrCustomObjectDetectionOutput(
             loss=loss,
             loss_dict=loss_dict,
@@ -563,25 +581,6 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
 
 def _default(value: bool | None, default: bool | None) -> bool:
     return bool(default) if value is None else value
-
-
-def _key_padding_mask(mask: Tensor | None) -> Tensor | None:
-    """Flattens the feature-level mask to `(batch_size, height * width)`; None when nothing is padded.
-
-    Dropping an all-ones mask lets SDPA use its fastest kernels; an image without any valid feature would make
-    its attention undefined, so it is reported instead. Both look at the mask's values, which an exported or
-    traced graph cannot branch on: there the mask is always kept (an all-ones mask gives the same numbers).
-    """
-    if mask is None:
-        return None
-    flat = mask.flatten(1)  # (B, HW)
-    if is_exporting():
-        return flat
-    valid_counts = flat.sum(1).tolist()  # one device-to-host copy
-    if min(valid_counts) == 0:
-        empty = [index for index, count in enumerate(valid_counts) if count == 0]
-        raise ValueError(f"pixel_mask of images {empty} marks no pixel as valid (1 = real pixel, 0 = padding).")
-    return None if min(valid_counts) == flat.shape[1] else flat
 
 
 def _list_with_the_object_detection_pipeline() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES, metrics_for_json
+from modeling_detr_custom.evaluation.coco_evaluator import DUPLICATE_RATE, METRIC_NAMES, metrics_for_json
 
 __all__ = [
     "HubUploadError",
@@ -77,7 +77,9 @@ def render_model_card(
     if metrics:
         body += ["", "## Evaluation (COCO bbox, pycocotools)", "", "| metric | value |", "|---|---|"]
         body += [
-            f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |" for k in METRIC_NAMES if k in metrics
+            f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |"
+            for k in (*METRIC_NAMES, DUPLICATE_RATE)
+            if k in metrics
         ]
     if hyperparameters:
         body += ["", "## Training hyper-parameters", "", "| name | value |", "|---|---|"]

@@ -40,6 +40,9 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "query_anchor_boxes": True,
     },
 }
+# The `make demo` preset: detr-tiny with iterative box refinement from the query anchors, the only new convergence
+# option that helped at equal steps (docs/demo_measurements.md, runs #21-#25).
+MODEL_PRESETS["detr-tiny-refine"] = {**MODEL_PRESETS["detr-tiny"], "box_refinement": "iterative"}
 
 
 def load_model_for_training(

@@ -35,6 +35,7 @@ from transformers.trainer_utils import EvalLoopOutput
 
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import (
+    DUPLICATE_RATE,
     METRIC_NAMES,
     PER_CLASS_METRIC_NAMES,
     metrics_for_json,
@@ -527,7 +528,7 @@ def _coco_metrics(metrics: dict[str, float]) -> dict[str, float]:
     The Trainer's logs hold flat scalars without pycocotools' -1 (`CocoMetrics`); the missing ones are -1 again
     and `eval_per_class/<name>/<metric>` becomes `per_class` as `CocoEvaluator.compute` returns it.
     """
-    result: dict[str, Any] = {name: metrics.get(f"eval_{name}", -1.0) for name in METRIC_NAMES}
+    result: dict[str, Any] = {name: metrics.get(f"eval_{name}", -1.0) for name in (*METRIC_NAMES, DUPLICATE_RATE)}
     per_class: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         if key.startswith("eval_per_class/"):
