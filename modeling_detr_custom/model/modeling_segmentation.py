@@ -20,9 +20,9 @@ from .configuration_detr_custom import DetrCustomConfig
 from .mask_head import DetrCustomMaskHeadSmallConv, DetrCustomMHAttentionMap
 from .mask_losses import SegmentationCriterion
 from .matcher import HungarianMatcher
-from .model_inputs import check_pixel_inputs
+from .model_inputs import check_pixel_inputs, key_padding_mask_of
 from .model_outputs import DetrCustomSegmentationOutput
-from .modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomPreTrainedModel, _key_padding_mask
+from .modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomPreTrainedModel
 from .validation import validate_labels
 
 __all__ = ["DetrCustomForSegmentation", "DetrCustomSegmentationOutput"]
@@ -171,7 +171,7 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
         check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels, self.dtype)
         stage_maps, mask = model.backbone.forward_stages(pixel_values, pixel_mask)  # mask (B, h, w) bool or None
         projected = model.input_projection(stage_maps[-1])  # (B, D, h, w)
-        key_padding_mask = _key_padding_mask(mask)  # (B, hw) or None when nothing is padded
+        key_padding_mask = key_padding_mask_of(mask)  # (B, hw) or None when nothing is padded
         mask = None if key_padding_mask is None else mask
         outputs = model._encode_decode(
             projected.flatten(2).transpose(1, 2),  # (B, hw, D)
