@@ -15,7 +15,7 @@ from modeling_detr_custom import DetrCustomConfig, DetrCustomForObjectDetection
 from modeling_detr_custom.model.box_ops import box_cxcywh_to_xyxy
 from modeling_detr_custom.model.box_refinement import refine_boxes
 from modeling_detr_custom.model.criterion import SetCriterion, sigmoid_focal_loss, varifocal_loss
-from modeling_detr_custom.model.denoising import DenoisingQueries
+from modeling_detr_custom.model.denoising import DenoisingQueries, decode_denoising
 from modeling_detr_custom.model.matcher import HungarianMatcher
 from modeling_detr_custom.model.query_anchors import grid_anchor_boxes
 from tests.conftest import make_labels, make_pixel_inputs, make_tiny_config
@@ -423,12 +423,13 @@ def test_denoising_groups_do_not_see_each_other_and_images_without_objects_train
     batch = model.denoising(make_labels((2, 1)), torch.Generator().manual_seed(0))
     features, positions, padding = model.model._encoder_inputs(**make_pixel_inputs(), inputs_embeds=None)
     encoded = model.model.encoder(features, positions, padding)
-    both = model.model._decode_denoising(encoded.last_hidden_state, positions, padding, batch)  # (L, B*G, 2M, D)
+    # (L, B*G, 2M, D)
+    both = decode_denoising(model.model.decoder, encoded.last_hidden_state, positions, padding, batch)
     first_group = dataclasses.replace(
         batch, **{name: getattr(batch, name)[0::2] for name in ("content", "position", "reference_logits", "valid")},
         num_groups=1,
     )  # fmt: skip
-    alone = model.model._decode_denoising(encoded.last_hidden_state, positions, padding, first_group)
+    alone = decode_denoising(model.model.decoder, encoded.last_hidden_state, positions, padding, first_group)
     torch.testing.assert_close(both[:, 0::2], alone)
     empty = model(**make_pixel_inputs(), labels=make_labels((0, 0)))
     assert torch.isfinite(empty.loss) and "dn_loss_ce" in empty.loss_dict

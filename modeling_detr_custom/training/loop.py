@@ -324,7 +324,7 @@ def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress
     accelerator = run.accelerator
     header = f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}'"
     metrics, weights = _score(run), "model"
-    accelerator.log({f"eval_model/{k}": v for k, v in metrics.items()}, step=progress.step)
+    accelerator.log(metrics_for_trackers(metrics, "eval_model/"), step=progress.step)
     accelerator.print(f"{header}{', the weights' if run.ema else ''}:")
     accelerator.print(format_metrics_table(metrics))
     if run.ema is not None:
