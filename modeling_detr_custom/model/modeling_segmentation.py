@@ -22,7 +22,7 @@ from .mask_losses import SegmentationCriterion
 from .matcher import HungarianMatcher
 from .model_inputs import check_pixel_inputs, key_padding_mask_of
 from .model_outputs import DetrCustomSegmentationOutput
-from .modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomPreTrainedModel
+from .modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomPreTrainedModel, _default
 from .validation import validate_labels
 
 __all__ = ["DetrCustomForSegmentation", "DetrCustomSegmentationOutput"]
@@ -219,10 +219,6 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
             encoder_attentions=outputs.encoder_attentions,
         )
         return output if _default(return_dict, self.config.return_dict) else output.to_tuple()
-
-
-def _default(value: bool | None, default: bool | None) -> bool:
-    return bool(default) if value is None else value
 
 
 def _list_with_the_segmentation_pipeline() -> None:
