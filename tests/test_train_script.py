@@ -202,6 +202,17 @@ def test_help_explains_every_option() -> None:
     assert result.stdout.count("(default:") >= 20 or "default" in result.stdout
 
 
+def test_model_help_names_every_preset() -> None:
+    from dataclasses import fields
+
+    from modeling_detr_custom.training.arguments import DetrDataArguments
+    from modeling_detr_custom.training.models import MODEL_PRESETS
+
+    help_text = next(f for f in fields(DetrDataArguments) if f.name == "model").metadata["help"]
+    for preset in MODEL_PRESETS:
+        assert f"'{preset}'" in help_text, preset
+
+
 @pytest.fixture(autouse=True)
 def _cleanup_cache(workdir: Path):
     yield

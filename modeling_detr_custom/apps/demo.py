@@ -3,7 +3,7 @@
 Four steps, each printed with the command or call it runs and its wall time:
 
 1. generate the synthetic data set (COCO folder under `<output_dir>/data/`);
-2. train the `detr-tiny` preset with `accelerate launch -m modeling_detr_custom.apps.cli.train ...`
+2. train the `detr-tiny-demo` preset with `accelerate launch -m modeling_detr_custom.apps.cli.train ...`
    (the Hub-style checkpoint lands in `<output_dir>/demo/last/`);
 3. evaluate that checkpoint on the validation split with pycocotools and print the metrics table;
 4. run `transformers.pipeline("object-detection")` on held-out validation images and draw the detections into
@@ -44,8 +44,8 @@ class DemoArguments:
     num_classes: int = field(default=3, metadata={"help": "Shape classes: 3, or 6 (the harder setting)."})
     occlusion: int = field(default=0, metadata={"help": "0: shapes half visible; 1: up to 3/4 hidden (harder)."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data set."})
-    model: str = field(default="detr-tiny-refine", metadata={"help": "Preset (or config file) to train from scratch."})
-    max_steps: int = field(default=5000, metadata={"help": "Optimizer steps."})
+    model: str = field(default="detr-tiny-demo", metadata={"help": "Preset (or config file) to train from scratch."})
+    max_steps: int = field(default=4500, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=8, metadata={"help": "Images per step (split over the processes)."})
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the transformer."})
     lr_backbone: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the backbone."})

@@ -43,7 +43,9 @@ class DetrDataArguments:
         metadata={
             "help": "Model to train: a checkpoint folder or Hub id to fine-tune from (the class head is "
             "re-initialised when the number of classes differs), a config.json to build a fresh model from, or a "
-            "named configuration: 'detr-resnet-50', 'detr-resnet-101', 'detr-tiny' (small from-scratch CPU default)."
+            "named configuration: 'detr-resnet-50', 'detr-resnet-101' (the original architectures), 'detr-tiny' "
+            "(small, from scratch on a CPU), 'detr-tiny-refine' (+ iterative box refinement), 'detr-tiny-demo' "
+            "(what `make demo` trains: + one box per object; see docs/demo_measurements.md)."
         },
     )
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
