@@ -41,7 +41,8 @@ bench: install
 	$(PY) benchmarks/run.py $(BENCH_ARGS) --output benchmarks/results.json --markdown benchmarks/results.md
 
 # Train the small default DETR from scratch on the synthetic shapes (CPU, accelerate launch), evaluate it, and draw
-# pipeline detections on held-out images: outputs/demo/last (checkpoint), outputs/demo.png. `DEMO_ARGS=--help`.
+# pipeline detections on held-out images: outputs/demo/last (checkpoint), outputs/demo.png. `DEMO_ARGS=--help`;
+# `DEMO_ARGS="--task panoptic"`: the segmentation demo (outputs/demo_panoptic/last, outputs/demo_panoptic.png).
 .PHONY: demo
 demo: install
 	$(PY) scripts/demo.py $(DEMO_ARGS)

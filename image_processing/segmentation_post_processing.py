@@ -9,7 +9,9 @@ One addition, keyword-only: `processed_sizes`, the unpadded `(height, width)` of
 `pred_masks` cover the padded batch, and transformers resizes the whole padded map to the target size, which
 squashes and shifts the segments of every image smaller than the batch (the box deviation of REFERENCE item 1, for
 masks). With `processed_sizes`, the masks are first upsampled to the padded input and cropped to the image (as the
-original `PostProcessSegm` / `PostProcessPanoptic`). Without it the numbers are transformers'.
+original `PostProcessSegm` / `PostProcessPanoptic`). Without it the numbers are transformers'. When the outputs
+themselves carry `processed_sizes` (`DetrCustomForSegmentation` sets them for a padded batch, e.g. a mixed-size
+`pipeline(..., batch_size=N)` batch), they are used unless the call passes its own.
 
 Only sibling imports and third-party packages: copied next to Hub checkpoints for `trust_remote_code`.
 """
@@ -48,12 +50,13 @@ def post_process_semantic_segmentation(
         Per image a `(height, width)` int64 class map (or a dict, see `return_segmentation_scores`).
     """
     logits, pred_masks = _segmentation_outputs(outputs)
+    processed_sizes = _processed_sizes(outputs, processed_sizes)
     results = []
     for index, (image_logits, image_masks) in enumerate(zip(logits, pred_masks)):
         class_probabilities = image_logits.softmax(-1)[..., :-1]  # (Q, C)
         scores = torch.einsum("qc,qhw->chw", class_probabilities, image_masks.sigmoid())  # (C, h, w)
-        scores = _crop_to_image(scores, processed_sizes, index, len(logits))
         size = _size_of(target_sizes, index, len(logits))
+        scores = _crop_to_image(scores, processed_sizes, index, len(logits), size is not None)
         if size is not None:
             scores = nn.functional.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
         segmentation = scores.argmax(0)
@@ -145,14 +148,17 @@ def post_process_instance_masks(
         Per image `{"scores": (n,), "labels": (n,) int64, "masks": (n, height, width) bool}`.
     """
     logits, pred_masks = _segmentation_outputs(outputs)
+    processed_sizes = _processed_sizes(outputs, processed_sizes)
     scores, labels = logits.softmax(-1)[..., :-1].max(-1)  # (B, Q)
     results = []
     for index, (image_scores, image_labels, image_masks) in enumerate(zip(scores, labels, pred_masks)):
         keep = image_scores > threshold
-        masks = (
-            _crop_to_image(image_masks[keep], processed_sizes, index, len(logits)) if keep.any() else image_masks[keep]
-        )
         size = _size_of(target_sizes, index, len(logits))
+        masks = (
+            _crop_to_image(image_masks[keep], processed_sizes, index, len(logits), size is not None)
+            if keep.any()
+            else image_masks[keep]
+        )
         if size is not None and len(masks):
             masks = nn.functional.interpolate(masks[None], size=size, mode="bilinear", align_corners=False)[0]
         elif size is not None:
@@ -174,6 +180,7 @@ def _post_process_segments(
     return_coco_annotation: bool = False,
 ) -> list[dict[str, Any]]:
     logits, pred_masks = _segmentation_outputs(outputs)
+    processed_sizes = _processed_sizes(outputs, processed_sizes)
     num_labels = logits.shape[-1] - 1
     scores, labels = logits.softmax(-1).max(-1)  # (B, Q)
     results = []
@@ -185,7 +192,9 @@ def _post_process_segments(
             height, width = size if size is not None else (int(unresized[0]), int(unresized[1]))
             results.append({"segmentation": torch.zeros((height, width)) - 1, "segments_info": []})
             continue
-        kept_probabilities = _crop_to_image(image_masks[keep].sigmoid(), processed_sizes, index, len(logits))
+        kept_probabilities = _crop_to_image(
+            image_masks[keep].sigmoid(), processed_sizes, index, len(logits), size is not None
+        )
         segmentation, segments = _compute_segments(
             kept_probabilities, image_scores[keep], image_labels[keep], mask_threshold,
             overlap_mask_area_threshold, label_ids_to_fuse, size,
@@ -248,9 +257,18 @@ def binary_mask_to_rle(mask: Tensor | np.ndarray) -> list[int]:
     return [int(run) for run in runs]
 
 
+def _field(outputs: Any, name: str) -> Any:
+    return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+
+
+def _processed_sizes(outputs: Any, processed_sizes: Sizes) -> Sizes:
+    """The call's `processed_sizes`, else those the outputs carry (a padded batch), else None."""
+    return processed_sizes if processed_sizes is not None else _field(outputs, "processed_sizes")
+
+
 def _segmentation_outputs(outputs: Any) -> tuple[Tensor, Tensor]:
     def field(name: str) -> Any:
-        return outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+        return _field(outputs, name)
 
     logits, pred_masks = field("logits"), field("pred_masks")
     if not isinstance(logits, Tensor) or not isinstance(pred_masks, Tensor):
@@ -277,7 +295,9 @@ def _size_of(sizes: Sizes, index: int, batch_size: int) -> tuple[int, int] | Non
     return height, width
 
 
-def _crop_to_image(maps: Tensor, processed_sizes: Sizes, index: int, batch_size: int) -> Tensor:
+def _crop_to_image(
+    maps: Tensor, processed_sizes: Sizes, index: int, batch_size: int, resized_after: bool = False
+) -> Tensor:
     """`(N, h, w)` maps over the padded input at stride 4 -> `(N, height, width)` over image `index` alone, or the
     maps unchanged when `processed_sizes` is None.
 
@@ -287,6 +307,8 @@ def _crop_to_image(maps: Tensor, processed_sizes: Sizes, index: int, batch_size:
     if processed_sizes is None:
         return maps
     height, width = _size_of(processed_sizes, index, batch_size)
+    if resized_after and (height, width) == (4 * maps.shape[-2], 4 * maps.shape[-1]):
+        return maps  # the image fills the input and is resized next: the numbers of a call without processed_sizes
     if height > 4 * maps.shape[-2] or width > 4 * maps.shape[-1]:
         raise ValueError(
             f"processed_sizes[{index}] = {(height, width)} is larger than the padded input (at most "

@@ -38,6 +38,7 @@ MODELING_FILES = {
     "model_outputs.py",
     "loading_rules.py",
     "mlp_head.py",
+    "detection_heads.py",
 }
 
 # Runs where the package cannot be imported: only the files saved next to the weights are available.

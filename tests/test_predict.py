@@ -152,3 +152,63 @@ def test_draw_detections_colours_each_class_and_leaves_the_input_alone() -> None
     assert (tag == np.array(class_colour(0))).all(axis=-1).mean() > 0.3  # a filled tag above the box
     with pytest.raises(ValueError, match="box"):
         draw_detections(image, [{"score": 0.5, "label": "x", "box": [1, 2]}])
+
+
+# --- --task panoptic|instance ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def segmentation_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from modeling_detr_custom import DetrCustomConfig, DetrCustomForSegmentation
+    from modeling_detr_custom.testing_utils import TINY_SEGMENTATION_CONFIG, randomize_weights_
+
+    torch.manual_seed(0)
+    model = DetrCustomForSegmentation(DetrCustomConfig(**TINY_SEGMENTATION_CONFIG, id2label=ID2LABEL))
+    randomize_weights_(model, seed=1)  # masks that differ from query to query, so that segments survive
+    with torch.no_grad():
+        model.detr.class_labels_classifier.bias[1] += 8.0  # confident "ellipse" queries, so that segments are kept
+    folder = tmp_path_factory.mktemp("segmentation_checkpoint")
+    model.save_pretrained(folder)
+    DetrCustomImageProcessor(size={"shortest_edge": 64, "longest_edge": 107}).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("task", ["panoptic", "instance", None])
+def test_predict_segments_writes_rle_masks_and_draws_them(segmentation_checkpoint, images, tmp_path, task) -> None:
+    from pycocotools import mask as mask_utils
+
+    from modeling_detr_custom.apps.predict import PredictArguments, run_predict
+
+    output, drawn = tmp_path / "segments.json", tmp_path / "drawn"
+    arguments = PredictArguments(
+        model=str(segmentation_checkpoint), inputs=[str(images / "a.png"), str(images / "b.png")],
+        output=str(output), draw=str(drawn), threshold=0.3, task=task,
+    )  # fmt: skip
+    assert run_predict(arguments, report=lambda message: None) == 0
+    records = json.loads(output.read_text())
+    assert [(r["width"], r["height"]) for r in records] == [(96, 64), (64, 80)]
+    for record in records:
+        assert record["segments"], "the confident class must give segments"
+        union = np.zeros((record["height"], record["width"]), dtype=np.int64)
+        for segment in record["segments"]:
+            assert segment["label"] == "ellipse" and segment["score"] > 0.3
+            mask = mask_utils.decode({**segment["rle"], "counts": segment["rle"]["counts"].encode()})
+            assert mask.shape == (record["height"], record["width"]) and mask.sum() == segment["area"] > 0
+            union += mask
+        if task != "instance":  # panoptic segments never overlap
+            assert union.max() == 1
+    picture = np.asarray(Image.open(drawn / "a.png").convert("RGB"), dtype=np.int64)
+    original = np.asarray(Image.open(images / "a.png").convert("RGB"), dtype=np.int64)
+    assert picture.shape == original.shape and np.abs(picture - original).mean() > 5  # colour over the segments
+
+
+def test_predict_task_errors_are_one_line(checkpoint, images, segmentation_checkpoint, capsys) -> None:
+    module = _load_script()
+    assert module.main(["--model", str(checkpoint), str(images / "a.png"), "--task", "panoptic"]) == 1
+    assert "needs a segmentation checkpoint" in capsys.readouterr().err.strip()
+    with pytest.raises(SystemExit):
+        module.main(["--model", str(checkpoint), str(images / "a.png"), "--task", "semantic"])
+    assert "--task must be one of detection, panoptic, instance" in capsys.readouterr().err
+    # A segmentation checkpoint still gives boxes with --task detection.
+    assert module.main(["--model", str(segmentation_checkpoint), str(images / "a.png"), "--task", "detection"]) == 0
+    assert '"detections"' in capsys.readouterr().out

@@ -111,6 +111,72 @@ def test_from_detector_keeps_the_detections(tmp_path) -> None:
     torch.testing.assert_close(outputs.pred_boxes, expected.pred_boxes, atol=0, rtol=0)
 
 
+_CONVERGENCE = {"box_refinement": "iterative", "query_anchor_boxes": True, "num_denoising_groups": 2}
+_NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0}
+
+
+def _detector_and_segmentation(**overrides) -> tuple[DetrCustomForObjectDetection, DetrCustomForSegmentation]:
+    """The two models on the same (random, non-degenerate) detector weights."""
+    config = DetrCustomConfig(**{**TINY_SEGMENTATION_CONFIG, **_NO_DROPOUT, **overrides})
+    torch.manual_seed(0)
+    model = DetrCustomForSegmentation(config)
+    randomize_weights_(model.detr, seed=4)  # not the criterion's class-weight buffer
+    detector = DetrCustomForObjectDetection(config)
+    detector.load_state_dict(model.detr.state_dict(), strict=True)
+    return detector, model
+
+
+def test_convergence_options_give_the_detectors_logits_and_boxes() -> None:
+    detector, model = _detector_and_segmentation(**_CONVERGENCE)
+    inputs = make_pixel_inputs(seed=6)
+    with torch.no_grad():
+        expected, outputs = detector.eval()(**inputs), model.eval()(**inputs)
+        # The same weights read as plain DETR boxes (no anchors, no refinement) give other boxes: the options
+        # matter for these weights, so the equality above is not that of a model ignoring them.
+        plain = DetrCustomForObjectDetection(DetrCustomConfig(**{**TINY_SEGMENTATION_CONFIG, **_NO_DROPOUT}))
+        plain.load_state_dict(detector.state_dict(), strict=False)
+        plain_boxes = plain.eval()(**inputs).pred_boxes
+    torch.testing.assert_close(outputs.logits, expected.logits, atol=1e-6, rtol=0)
+    torch.testing.assert_close(outputs.pred_boxes, expected.pred_boxes, atol=1e-6, rtol=0)
+    assert (plain_boxes - expected.pred_boxes).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("options", [_CONVERGENCE, {"class_loss_type": "varifocal"}], ids=["denoising", "varifocal"])
+def test_training_uses_the_detectors_loss_terms(options) -> None:
+    detector, model = _detector_and_segmentation(**options)
+    inputs = make_pixel_inputs(height=64, width=96)
+    labels = make_masks(make_labels((3, 1)), _valid_sizes(inputs["pixel_mask"]))
+    torch.manual_seed(7)  # the denoising noise
+    expected = detector.train()(**inputs, labels=labels).loss_dict
+    torch.manual_seed(7)
+    outputs = model.train()(**inputs, labels=labels)
+    assert set(outputs.loss_dict) == set(expected) | {"loss_mask", "loss_dice"}
+    for name, value in expected.items():
+        torch.testing.assert_close(outputs.loss_dict[name], value, atol=1e-5, rtol=0, msg=name)
+    if "num_denoising_groups" in options:
+        assert {"dn_loss_ce", "dn_loss_bbox", "dn_loss_giou"} <= set(outputs.loss_dict)
+        outputs.loss.backward()
+        assert all(p.grad is not None for p in model.detr.denoising.parameters())
+
+
+def test_freeze_detector_keeps_weights_and_batch_norm_statistics() -> None:
+    config = DetrCustomConfig(**TINY_SEGMENTATION_CONFIG, freeze_backbone_batch_norm=False, backbone_trainable_layers=5)
+    torch.manual_seed(0)
+    model = DetrCustomForSegmentation(config)
+    model.freeze_detector()
+    before = {name: value.clone() for name, value in model.detr.state_dict().items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    inputs = make_pixel_inputs(height=64, width=96)
+    labels = make_masks(make_labels((2, 2)), _valid_sizes(inputs["pixel_mask"]))
+    for _ in range(2):
+        model.train()(**inputs, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = model.detr.state_dict()
+    assert any("running_mean" in name for name in after)
+    assert all(torch.equal(after[name], value) for name, value in before.items())
+
+
 def test_mask_losses_equal_the_original_formulas_without_padding() -> None:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 50, generator=generator)

@@ -10,10 +10,16 @@ Four steps, each printed with the command or call it runs and its wall time:
    `<output_dir>/demo.png`.
 
 The training settings are the ones measured to learn fastest on two CPU cores (see `docs/demo_measurements.md`).
+
+`--task panoptic` trains `DetrCustomForSegmentation` end to end from scratch on the synthetic COCO panoptic data
+(the detector on the things and the stuff, with the mask head), prints the panoptic quality of the training run's
+final evaluation (PQ, SQ, RQ for all, things, stuff and per class, plus bbox AP), and draws
+`pipeline("image-segmentation")` segments into `<output_dir>/demo_panoptic.png`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,12 +36,21 @@ from PIL import Image
 __all__ = ["DemoArguments", "DemoResult", "run_demo", "train_command"]
 
 _TILE_SCALE = 2  # the synthetic images are small: drawn at twice their size so labels stay readable
+# Default optimizer steps per task: measured to fit the 15-minute budget on two CPU cores (docs/demo_measurements.md).
+DEFAULT_MAX_STEPS = {"detection": 4500, "panoptic": 2000}
 
 
 @dataclass
 class DemoArguments:
     """Settings of `make demo` (`detr-custom demo --help`). The defaults are the measured demo."""
 
+    task: str = field(
+        default="detection",
+        metadata={
+            "help": "'detection' (DETR boxes; outputs/demo.png) or 'panoptic' (DetrCustomForSegmentation trained "
+            "end to end on the synthetic things and stuff; prints PQ/SQ/RQ; outputs/demo_panoptic.png)."
+        },
+    )
     output_dir: str = field(default="outputs", metadata={"help": "Where data, checkpoint and demo.png go."})
     num_train: int = field(default=4000, metadata={"help": "Synthetic training images."})
     num_val: int = field(default=200, metadata={"help": "Synthetic validation images (held out)."})
@@ -45,7 +60,9 @@ class DemoArguments:
     occlusion: int = field(default=0, metadata={"help": "0: shapes half visible; 1: up to 3/4 hidden (harder)."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the synthetic data set."})
     model: str = field(default="detr-tiny-demo", metadata={"help": "Preset (or config file) to train from scratch."})
-    max_steps: int = field(default=4500, metadata={"help": "Optimizer steps."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": f"Optimizer steps (default: {DEFAULT_MAX_STEPS} by --task)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Images per step (split over the processes)."})
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the transformer."})
     lr_backbone: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the backbone."})
@@ -61,6 +78,10 @@ class DemoArguments:
     seed: int = field(default=42, metadata={"help": "Training seed."})
 
     def __post_init__(self) -> None:
+        if self.task not in DEFAULT_MAX_STEPS:
+            raise ValueError(f"--task must be one of {', '.join(DEFAULT_MAX_STEPS)}, got {self.task!r}.")
+        if self.max_steps is None:
+            self.max_steps = DEFAULT_MAX_STEPS[self.task]
         for name in ("num_train", "num_val", "max_steps", "num_processes", "threads_per_process", "num_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
@@ -106,10 +127,12 @@ def run_demo(args: DemoArguments, log: Callable[[str], None] = print) -> DemoRes
     seconds: dict[str, float] = {}
     with _timed("data", seconds, log):
         data_dir = _generate_data(args, output_dir / "data", log)
-    train_dir = output_dir / "demo"
+    train_dir = output_dir / ("demo" if args.task == "detection" else f"demo_{args.task}")
     with _timed("training", seconds, log):
         _train(args, data_dir, train_dir, log)
     checkpoint_dir = train_dir / "last"
+    if args.task == "panoptic":
+        return _finish_panoptic(args, data_dir, checkpoint_dir, output_dir, seconds, log)
     with _timed("evaluation", seconds, log):
         metrics = _evaluate(checkpoint_dir, data_dir, train_dir / "metrics.json")
     with _timed("pipeline", seconds, log):
@@ -154,6 +177,7 @@ def train_command(args: DemoArguments, data_dir: Path, train_dir: Path) -> list[
         "--save_total_limit=1",
         "--logging_steps=50",
         *([] if args.augment else ["--no_augment"]),
+        *([] if args.task == "detection" else [f"--task={args.task}"]),
     ]
 
 
@@ -255,3 +279,53 @@ def _summary(
             f"time:       {timing}; total {sum(seconds.values()):.0f} s",
         ]
     )
+
+
+def _finish_panoptic(
+    args: DemoArguments,
+    data_dir: Path,
+    checkpoint_dir: Path,
+    output_dir: Path,
+    seconds: dict[str, float],
+    log: Callable[[str], None],
+) -> DemoResult:
+    """The panoptic demo's evaluation (the training run's final one, on the validation split) and picture."""
+    from modeling_detr_custom.evaluation.panoptic_quality import format_panoptic_table
+
+    metrics = json.loads((checkpoint_dir / "eval_results.json").read_text())
+    with _timed("pipeline", seconds, log):
+        picture = output_dir / "demo_panoptic.png"
+        segments = _draw_pipeline_segments(checkpoint_dir, data_dir, args, picture)
+    timing = ", ".join(f"{step} {value:.0f} s" for step, value in seconds.items())
+    drawn = sum(len(image) for image in segments)
+    log(
+        "\n".join(
+            [
+                "\n=== demo done ===",
+                "Panoptic quality on the synthetic validation split (%):",
+                format_panoptic_table(metrics, "panoptic_per_class"),
+                f"COCO bbox AP@[.5:.95] {metrics['AP']:.3f}, AP50 {metrics['AP50']:.3f} (things and stuff)",
+                f"checkpoint: {checkpoint_dir} (loads with AutoModelForImageSegmentation / pipeline)",
+                f"picture:    {picture} ({drawn} segments on {len(segments)} held-out images)",
+                f"time:       {timing}; total {sum(seconds.values()):.0f} s",
+            ]
+        )
+    )
+    return DemoResult(data_dir, checkpoint_dir, metrics, picture, segments, seconds)
+
+
+def _draw_pipeline_segments(
+    checkpoint_dir: Path, data_dir: Path, args: DemoArguments, picture: Path
+) -> list[list[dict[str, Any]]]:
+    """Runs `pipeline("image-segmentation")` (panoptic) on the first validation images and tiles the drawings."""
+    from transformers import pipeline
+
+    from modeling_detr_custom.apps.visualize import draw_segments
+    from modeling_detr_custom.data.images import open_image
+
+    paths = sorted((data_dir / "val").glob("*.png"))[: args.num_images]
+    segmenter = pipeline("image-segmentation", model=str(checkpoint_dir), device="cpu")
+    images = [open_image(path) for path in paths]
+    segments = segmenter(images, subtask="panoptic", threshold=args.threshold, batch_size=len(images))
+    _tile([draw_segments(image, found, scale=_TILE_SCALE) for image, found in zip(images, segments)]).save(picture)
+    return segments

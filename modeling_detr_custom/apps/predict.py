@@ -54,6 +54,12 @@ _GLOB_CHARACTERS = frozenset("*?[")
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
 Reporter = Callable[[str], None]
+TASKS = ("detection", "panoptic", "instance")
+TASK_HELP = (
+    "'detection' (boxes), 'panoptic' (non-overlapping segments) or 'instance' (a mask per object, overlaps "
+    "allowed); default: 'panoptic' for a segmentation checkpoint, else 'detection'. Segments are written with label, "
+    "score, area (pixels), box and the mask as a COCO RLE, and drawn as semi-transparent colours."
+)
 
 
 @dataclass
@@ -454,8 +460,11 @@ class PredictArguments:
     no_labels: bool = field(default=False, metadata={"help": "Draw boxes without the 'label score' tags."})
     backend: str = field(default="torch", metadata={"help": "'torch' or 'onnxruntime' (a folder's model.onnx)."})
     dtype: str = field(default="fp32", metadata={"help": "'fp32' or 'bf16' (bfloat16 autocast, torch backend)."})
+    task: str | None = field(default=None, metadata={"help": TASK_HELP})
 
     def __post_init__(self) -> None:
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)}; got {self.task!r}.")
         if self.every_n_frames < 1:
             raise ValueError(f"--every_n_frames must be >= 1; got {self.every_n_frames}.")
         if not self.draw_scale > 0:
@@ -480,13 +489,23 @@ def run_predict(args: PredictArguments, report: Reporter | None = None) -> int:
     found = find_images(args.inputs)
     for problem in found.problems:
         report(problem)
-    detector = ObjectDetector.from_pretrained(args.model, args.device, args.backend, args.dtype)
+    task, segmentation_checkpoint = _task_of(args)
     draw_dir = Path(args.draw) if args.draw else None
-    draw_options = DrawOptions(scale=args.draw_scale, labels=not args.no_labels)
-    records = predict_files(
-        detector, found.paths, args.threshold, args.top_k, args.batch_size, draw_dir, report, args.every_n_frames,
-        draw_options,
-    )  # fmt: skip
+    if task != "detection":
+        from modeling_detr_custom.apps.segment import ImageSegmenter, predict_segmentation_files
+
+        segmenter = ImageSegmenter.from_pretrained(args.model, _check_device(args.device), task)
+        records = predict_segmentation_files(
+            segmenter, found.paths, args.threshold, args.batch_size, draw_dir, report, args.draw_scale,
+            not args.no_labels,
+        )  # fmt: skip
+    else:
+        detector = _detector_for(args, segmentation_checkpoint)
+        draw_options = DrawOptions(scale=args.draw_scale, labels=not args.no_labels)
+        records = predict_files(
+            detector, found.paths, args.threshold, args.top_k, args.batch_size, draw_dir, report,
+            args.every_n_frames, draw_options,
+        )  # fmt: skip
     text = json.dumps(records, indent=2)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -500,3 +519,35 @@ def run_predict(args: PredictArguments, report: Reporter | None = None) -> int:
         print("error: no image could be processed.", file=sys.stderr)
         return 1
     return 0
+
+
+def _task_of(args: PredictArguments) -> tuple[str, bool]:
+    """The task to run (`--task`, else by the checkpoint's architecture) and whether the checkpoint segments.
+
+    Raises:
+        ValueError: `--task panoptic|instance` on a detection checkpoint, or with `--backend onnxruntime`.
+    """
+    if args.backend == "onnxruntime":
+        if args.task not in (None, "detection"):
+            raise ValueError(f"--task {args.task} runs with --backend torch (the ONNX export is the detector's).")
+        return "detection", False
+    if not Path(args.model).is_dir() and not _HUB_ID.fullmatch(args.model):
+        raise ValueError(f"--model {args.model}: no such checkpoint folder, and not a Hub id (owner/name).")
+    architectures = DetrCustomConfig.from_pretrained(args.model).architectures or []
+    segmentation = any(str(name).endswith("ForSegmentation") for name in architectures)
+    task = args.task or ("panoptic" if segmentation else "detection")
+    if task != "detection" and not segmentation:
+        raise ValueError(
+            f"--task {task} needs a segmentation checkpoint; {args.model} is a detector ({', '.join(architectures)})."
+        )
+    return task, segmentation
+
+
+def _detector_for(args: PredictArguments, segmentation_checkpoint: bool) -> ObjectDetector:
+    """The detector of `--task detection`; for a segmentation checkpoint, its detection outputs (boxes)."""
+    if not segmentation_checkpoint:
+        return ObjectDetector.from_pretrained(args.model, args.device, args.backend, args.dtype)
+    from modeling_detr_custom.model.modeling_segmentation import DetrCustomForSegmentation
+
+    model = DetrCustomForSegmentation.from_pretrained(args.model)
+    return ObjectDetector(model, DetrCustomImageProcessor.from_pretrained(args.model), args.device, args.dtype)

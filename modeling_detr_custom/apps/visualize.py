@@ -1,10 +1,13 @@
-"""Drawing detections on images with PIL: one distinct colour per class, label names and scores.
+"""Drawing detections and segments on images with PIL: distinct colours, label names and scores.
 
     image = draw_detections(image, detections)   # detections: [{"label", "label_id", "score", "box"}]
+    image = draw_segments(image, segments)       # segments: [{"label", "score", "mask"}]
     image.save("out.png")
 
 `detections` is what `modeling_detr_custom.predict` returns per image (and what `pipeline("object-detection")`
-returns, with `box` as a dict; both box forms are accepted).
+returns, with `box` as a dict; both box forms are accepted). `segments` is what `pipeline("image-segmentation")`
+returns per image (`mask` a PIL image of 0/255) and what `apps.predict` returns for `--task panoptic|instance`
+(`mask` a bool array): a semi-transparent colour per segment.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import colorsys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["class_colour", "draw_detections"]
+__all__ = ["class_colour", "draw_detections", "draw_segments", "segment_mask"]
 
 _GOLDEN_RATIO_CONJUGATE = 0.618033988749895
 
@@ -88,6 +92,72 @@ def draw_detections(
     if not detections:
         _draw_tag(draw, empty_note, (0, 0), (40, 40, 40), font, canvas.size)
     return canvas
+
+
+def segment_mask(segment: Mapping[str, Any], size: tuple[int, int], index: int = 0) -> np.ndarray:
+    """The segment's `mask` as a `(height, width)` bool array.
+
+    Raises:
+        ValueError: no `mask`, or one of another size than the image (`size` = `(width, height)`).
+    """
+    mask = segment.get("mask")
+    if mask is None:
+        raise ValueError(f"segments[{index}] needs a 'mask' (PIL image or array); got keys {sorted(segment)}.")
+    array = np.asarray(mask.convert("L") if isinstance(mask, Image.Image) else mask) > 0
+    if array.shape != (size[1], size[0]):
+        raise ValueError(
+            f"segments[{index}]['mask'] is {array.shape[1]}x{array.shape[0]}, the image {size[0]}x{size[1]}."
+        )
+    return array
+
+
+def draw_segments(
+    image: Image.Image,
+    segments: Sequence[Mapping[str, Any]],
+    alpha: float = 0.5,
+    scale: float = 1.0,
+    labels: bool = True,
+    empty_note: str = "no segments",
+) -> Image.Image:
+    """Blends each segment's pixels with a colour of its own (`alpha` of colour) and tags it with `"label 0.87"`
+    at its centre; an image without segments gets `empty_note` in its corner.
+
+    Args:
+        image: The image the masks cover.
+        segments: Dicts with `mask` (PIL image or `(height, width)` array, nonzero inside), `label` and `score`
+            (None: the label alone, as semantic segmentation has no score).
+        alpha: Opacity of the segment colours, in (0, 1].
+        scale: Enlarge the output by this factor (nearest), so tags on small images cover less of them.
+        labels: Draw the tags.
+
+    Returns:
+        A new RGB image `scale` times the size of `image`.
+
+    Raises:
+        ValueError: an `alpha` outside (0, 1], a `scale` not above 0, or a malformed segment (named by index).
+    """
+    if not 0 < alpha <= 1 or not scale > 0:
+        raise ValueError(f"alpha must be in (0, 1] and scale > 0; got {alpha!r} and {scale!r}.")
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32)
+    masks = [segment_mask(segment, image.size, index) for index, segment in enumerate(segments)]
+    for index, mask in enumerate(masks):
+        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * np.asarray(class_colour(index), dtype=np.float32)
+    drawn = Image.fromarray(canvas.round().astype(np.uint8))
+    if scale != 1.0:
+        drawn = drawn.resize((max(1, round(drawn.width * scale)), max(1, round(drawn.height * scale))))
+    draw = ImageDraw.Draw(drawn)
+    font = _font(max(8, round(min(drawn.size) / 24)))
+    for index, (segment, mask) in enumerate(zip(segments, masks)):
+        if not labels or not mask.any():
+            continue
+        rows, columns = np.nonzero(mask)
+        score = segment.get("score")
+        tag = str(segment.get("label")) if score is None else f"{segment.get('label')} {float(score):.2f}"
+        corner = (float(np.median(columns)) * scale, float(np.median(rows)) * scale)
+        _draw_tag(draw, tag, corner, class_colour(index), font, drawn.size)
+    if not segments:
+        _draw_tag(draw, empty_note, (0, 0), (40, 40, 40), font, drawn.size)
+    return drawn
 
 
 def _draw_tag(

@@ -28,6 +28,7 @@ __all__ = [
     "coco_splits",
     "is_coco_folder",
     "read_coco_annotation_file",
+    "read_coco_json",
     "read_coco_split",
 ]
 
@@ -90,7 +91,7 @@ def read_coco_annotation_file(
     Shared by COCO folders and Roboflow COCO exports (whose `category_filter` drops the export's placeholder
     category). Returns and raises as `read_coco_split`.
     """
-    coco_json = _read_coco_json(annotation_file)
+    coco_json = read_coco_json(annotation_file)
     categories = coco_json["categories"] if category_filter is None else category_filter(coco_json["categories"])
     try:
         mapping = CategoryMapping.from_coco_categories(categories)
@@ -115,7 +116,7 @@ def read_coco_annotation_file(
     return records, mapping, info if isinstance(info, dict) else {}
 
 
-def _read_coco_json(annotation_file: Path) -> dict[str, Any]:
+def read_coco_json(annotation_file: Path) -> dict[str, Any]:
     """The parsed JSON, its structure checked: the errors name the file, the list, the entry and the field.
 
     Image ids must be integers in [0, 2**63) (a float or string id would be truncated or refused deep inside

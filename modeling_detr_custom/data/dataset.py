@@ -26,10 +26,18 @@ from image_processing.sizes import DEFAULT_LONGEST_EDGE, DEFAULT_SHORTEST_EDGE
 from modeling_detr_custom.data.albumentations_adapter import AlbumentationsTransform, is_albumentations_compose
 from modeling_detr_custom.data.categories import CategoryMapping
 from modeling_detr_custom.data.coco import build_coco_gt
+from modeling_detr_custom.data.coco_panoptic import PanopticGroundTruth, read_panoptic_split
 from modeling_detr_custom.data.collate import DetectionCollator
 from modeling_detr_custom.data.formats import FOLDER_FORMATS, FolderFormat, detect_folder_format
 from modeling_detr_custom.data.hf_datasets import load_hf_split, read_hf_split
 from modeling_detr_custom.data.images import ImageSource, check_images, open_image
+from modeling_detr_custom.data.masks import (
+    check_task,
+    decoded_segmentations,
+    keep_segmentations,
+    object_masks,
+    record_features,
+)
 from modeling_detr_custom.data.records import DataReport, ImageRecord, validate_records
 from modeling_detr_custom.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
 
@@ -87,6 +95,8 @@ class DetectionSplit:
         data_report: What was skipped (with `on_error="skip"`).
         source: The source as given.
         split: The split name.
+        task: "detection", or "panoptic"/"instance": the items' labels also carry `masks` `(n, H, W)`.
+        panoptic: The panoptic ground truth (PNGs, segments, things/stuff categories) of a panoptic split.
     """
 
     dataset: datasets.Dataset
@@ -99,6 +109,8 @@ class DetectionSplit:
     data_report: DataReport
     source: str
     split: str
+    task: str = "detection"
+    panoptic: PanopticGroundTruth | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch's augmentation (each epoch draws new random crops, reproducibly)."""
@@ -124,6 +136,7 @@ def load_detection_split(
     verify_images: bool | None = None,
     seed: int = 0,
     hflip: bool = True,
+    task: str = "detection",
 ) -> DetectionSplit:
     """Loads, validates and wraps one split of a detection data set.
 
@@ -149,20 +162,35 @@ def load_detection_split(
             (otherwise a truncated file raises when it is first read).
         seed: Seed of the augmentation; an image's augmentation depends only on (seed, epoch, image id).
         hflip: False leaves the horizontal flip out of `"detr"` and `"light"` (orientation-sensitive data).
+        task: `"detection"`; `"instance"` (COCO objects with polygon/RLE `segmentation`, from COCO folders or
+            synthetic) or `"panoptic"` (a COCO panoptic folder, or synthetic: segments of things and stuff are the
+            objects) also give each item's labels `masks` (`data.masks`).
 
     Raises:
         ValueError: Bad data (with `on_error="raise"`), unknown options or a missing split.
         FileNotFoundError: A COCO folder without the split's annotation file.
     """
     report = DataReport(on_error, name=f"{source} [{split}]")
-    records, sources, mapping, default_size, rows = _read_source(source, split, mapping, report)
+    panoptic = None
+    if check_task(task) == "panoptic":
+        records, sources, mapping, default_size, rows, panoptic = _read_panoptic(source, split, mapping, report)
+    else:
+        records, sources, mapping, default_size, rows = _read_source(source, split, mapping, report)
+    if task != "detection" and rows is not None:
+        raise ValueError(
+            f"--task {task} reads masks from COCO folders (instances with polygon/RLE segmentation), COCO panoptic "
+            f"folders or synthetic data; {source} is a `datasets` source."
+        )
     _check_unique_image_ids(records, f"{source} [{split}]")
     verify = on_error == "skip" if verify_images is None else verify_images
     kept = _check_record_images(records, sources, verify, report)
     valid = validate_records([records[i] for i in kept], mapping, report)
-    raw = _records_dataset(records, kept, valid, rows)
+    if task == "instance":
+        valid = keep_segmentations([records[i] for i in kept], valid, report)
+    raw = _records_dataset(records, kept, valid, rows, task)
     processor = processor if processor is not None else default_processor(image_size or default_size)
-    transform = DetectionTransform(processor, mapping, _resolve_augment(augment, train, processor, hflip), seed=seed)
+    augmentation = _resolve_augment(augment, train, processor, hflip)
+    transform = DetectionTransform(processor, mapping, augmentation, seed=seed, task=task)
     num_objects = sum(len(r["annotations"]) for r in valid)
     logger.info(
         "Loaded %s [%s]: %d images, %d objects, %d categories.",
@@ -176,13 +204,15 @@ def load_detection_split(
         dataset=raw.with_transform(transform),
         transform=transform,
         raw=raw,
-        coco=build_coco_gt(valid, mapping),
+        coco=build_coco_gt(decoded_segmentations(valid) if task == "instance" else valid, mapping),
         mapping=mapping,
         processor=processor,
         collate_fn=DetectionCollator(processor),
         data_report=report,
         source=source,
         split=split,
+        task=task,
+        panoptic=panoptic,
     )
 
 
@@ -226,6 +256,27 @@ def _read_source(
     rows = hf_split.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
     sources = (row["image"] for batch in rows.iter(batch_size=256) for row in _rows(batch))
     return records, sources, mapping, DEFAULT_SHORTEST_EDGE, rows
+
+
+def _read_panoptic(
+    source: str, split: str, mapping: CategoryMapping | None, report: DataReport
+) -> tuple[list[ImageRecord], list[str], CategoryMapping, int, None, PanopticGroundTruth]:
+    """A COCO panoptic split (of a folder, or of the synthetic data set): records, images, categories (things and
+    stuff), default image size, and the ground truth of the panoptic quality."""
+    if source == "synthetic" or source.startswith("synthetic:"):
+        root = ensure_synthetic_dataset(SyntheticSpec.from_source(source))
+    elif Path(source).is_dir():
+        root = Path(source)
+    else:
+        raise ValueError(
+            f"--task panoptic needs a COCO panoptic folder (annotations/panoptic_<split>.json + "
+            f"annotations/panoptic_<split>/*.png + images) or 'synthetic'; got {source!r}."
+        )
+    records, file_mapping, info, ground_truth = read_panoptic_split(root, split, report)
+    default_size = (
+        int(info.get("image_size", DEFAULT_SHORTEST_EDGE)) if "generator_version" in info else DEFAULT_SHORTEST_EDGE
+    )
+    return records, [r["file_name"] for r in records], mapping or file_mapping, default_size, None, ground_truth
 
 
 def _read_folder(
@@ -281,7 +332,11 @@ def _check_record_images(records: list[ImageRecord], sources: Any, verify: bool,
 
 
 def _records_dataset(
-    records: list[ImageRecord], kept: list[int], valid: list[ImageRecord], image_rows: datasets.Dataset | None
+    records: list[ImageRecord],
+    kept: list[int],
+    valid: list[ImageRecord],
+    image_rows: datasets.Dataset | None,
+    task: str = "detection",
 ) -> datasets.Dataset:
     """The kept, validated records as a `datasets.Dataset` with an `image` column.
 
@@ -290,9 +345,10 @@ def _records_dataset(
     """
     names = ("image_id", "file_name", "width", "height", "annotations")
     if image_rows is None:
+        names += ("panoptic_file",) if task == "panoptic" else ()
         columns = {name: [r[name] for r in valid] for name in names}
         columns["image"] = [r["file_name"] for r in valid]
-        return datasets.Dataset.from_dict(columns, features=_RECORD_FEATURES)
+        return datasets.Dataset.from_dict(columns, features=record_features(_RECORD_FEATURES, task))
     rows: list[ImageRecord] = [{**r, "annotations": []} for r in records]  # skipped rows: placeholders
     for index, record in zip(kept, valid):
         rows[index] = record
@@ -409,16 +465,24 @@ class DetectionTransform:
         processor: Image processor (`DetrCustomImageProcessor`).
         mapping: Data set category ids -> contiguous labels.
         augment: `transform(image, annotations, generator)` or None.
+        task: `"panoptic"`/`"instance"`: each object also gets its mask (`segmentation`, a binary array that the
+            augmentation transforms with the image), and the labels `masks`.
     """
 
     def __init__(
-        self, processor: Any, mapping: CategoryMapping, augment: Augmentation | None = None, seed: int = 0
+        self,
+        processor: Any,
+        mapping: CategoryMapping,
+        augment: Augmentation | None = None,
+        seed: int = 0,
+        task: str = "detection",
     ) -> None:
         self.processor = processor
         self.mapping = mapping
         self.augment = augment
         self.seed = seed
         self.epoch = 0
+        self.task = task
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         pixel_values, labels = [], []
@@ -430,7 +494,11 @@ class DetectionTransform:
                 generator = torch.Generator().manual_seed(self._augmentation_seed(row["image_id"]))
                 image, target = self.augment(image, target, generator)
             encoded = self.processor(
-                images=image, annotations=target, return_tensors="pt", do_resize=self.augment is None
+                images=image,
+                annotations=target,
+                return_tensors="pt",
+                do_resize=self.augment is None,
+                return_segmentation_masks=self.task != "detection",
             )
             pixel_values.append(encoded["pixel_values"][0])  # (3, H, W)
             labels.append(encoded["labels"][0])
@@ -456,4 +524,7 @@ class DetectionTransform:
             }
             for annotation in row["annotations"]
         ]
+        if self.task != "detection":
+            for annotation, mask in zip(annotations, object_masks(row, self.task, image.height, image.width)):
+                annotation["segmentation"] = mask  # (H, W) bool, transformed with the image by the augmentation
         return image, {"image_id": image_id, "annotations": annotations}

@@ -57,6 +57,8 @@ _METRIC_DESCRIPTIONS = {
     "AR100": "AR, 100 detections per image",
     "duplicate_rate": "detections > 0.5 overlapping one of their class (IoU > 0.7)",
 }
+# The mask AP of instance segmentation (evaluation/segmentation_loop.py) under the bbox names with a `segm_` prefix.
+_METRIC_DESCRIPTIONS.update({f"segm_{name}": f"mask {_METRIC_DESCRIPTIONS[name]}" for name in METRIC_NAMES})
 # Per class, from the same precision/recall arrays `COCOeval.summarize` averages (stats 0, 1 and 8).
 PER_CLASS_METRIC_NAMES = ("AP", "AP50", "AR100")
 # Reported next to the COCO metrics (evaluation/duplicates.py): lower is better.
@@ -108,6 +110,11 @@ class CocoEvaluator:
         for prediction in predictions:
             entry = self._to_numpy(prediction)
             self.predictions[int(entry["image_id"])] = entry
+
+    def compact(self, prediction: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """One image's prediction in the evaluator's own small form (CPU arrays, masks as COCO RLE): what to gather
+        from every process instead of full-size masks; `update` takes it as it is."""
+        return self._to_numpy(prediction)
 
     def results(self) -> list[dict[str, np.ndarray]]:
         """This process's predictions, small and picklable, for `merge` on the main process."""
@@ -175,7 +182,10 @@ class CocoEvaluator:
             "category_ids": category_ids,
         }
         if self.iou_type == "segm":
-            converted["segmentation"] = _masks_to_rles(prediction.get("masks"), len(scores), image_id)
+            rles = prediction.get("segmentation")  # already compact
+            converted["segmentation"] = (
+                rles if rles is not None else _masks_to_rles(prediction.get("masks"), len(scores), image_id)
+            )
         return converted
 
     def detections(self) -> list[dict[str, Any]]:
@@ -329,9 +339,10 @@ def format_metrics_table(metrics: Mapping[str, Any]) -> str:
     per-class table (AP, AP50, AR100, number of objects) when `metrics` has `per_class`."""
     names = [n for n in METRIC_NAMES if n in metrics]
     names += [n for n in metrics if n not in METRIC_NAMES and not isinstance(metrics[n], Mapping)]
-    lines = [f"{'metric':<7} {'value':>7}  description", f"{'-' * 7} {'-' * 7}  {'-' * 42}"]
+    width = max(7, *(len(name) for name in names)) if names else 7
+    lines = [f"{'metric':<{width}} {'value':>7}  description", f"{'-' * width} {'-' * 7}  {'-' * 42}"]
     for name in names:
-        lines.append(f"{name:<7} {_shown(metrics[name]):>7}  {_METRIC_DESCRIPTIONS.get(name, '')}".rstrip())
+        lines.append(f"{name:<{width}} {_shown(metrics[name]):>7}  {_METRIC_DESCRIPTIONS.get(name, '')}".rstrip())
     per_class = metrics.get("per_class")
     if per_class:
         width = max(12, *(len(name) for name in per_class))

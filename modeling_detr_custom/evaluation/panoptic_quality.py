@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PanopticQualityEvaluator"]
+__all__ = ["PANOPTIC_METRIC_NAMES", "PanopticQualityEvaluator", "format_panoptic_table"]
+
+# The scalar results of `compute`, all / things / stuff (percent).
+PANOPTIC_METRIC_NAMES = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_st")
 
 _VOID = 0
 _OFFSET = 1 << 32  # combines a ground-truth and a predicted id into one int64 key
@@ -135,3 +138,20 @@ class PanopticQualityEvaluator:
             results[f"N{suffix}"] = len(chosen)
         results["per_class"] = per_class
         return results
+
+
+def format_panoptic_table(metrics: Mapping[str, Any], per_class_key: str = "per_class") -> str:
+    """A readable table of PQ, SQ and RQ (percent) for all, things and stuff, then per class when `metrics` has
+    `per_class_key` (`{name or id: {"PQ", "SQ", "RQ"}}`)."""
+    lines = [f"{'':<8} {'PQ':>6} {'SQ':>6} {'RQ':>6}", f"{'-' * 8} {'-' * 6} {'-' * 6} {'-' * 6}"]
+    for title, suffix in (("all", ""), ("things", "_th"), ("stuff", "_st")):
+        if f"PQ{suffix}" in metrics:
+            values = " ".join(f"{metrics[f'{name}{suffix}']:>6.1f}" for name in ("PQ", "SQ", "RQ"))
+            lines.append(f"{title:<8} {values}")
+    per_class = metrics.get(per_class_key) or {}
+    if per_class:
+        width = max(8, *(len(str(name)) for name in per_class))
+        lines += ["", f"{'class':<{width}} {'PQ':>6} {'SQ':>6} {'RQ':>6}"]
+        for name, values in per_class.items():
+            lines.append(f"{str(name):<{width}} " + " ".join(f"{values[key]:>6.1f}" for key in ("PQ", "SQ", "RQ")))
+    return "\n".join(lines)

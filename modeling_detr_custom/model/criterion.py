@@ -244,7 +244,8 @@ class SetCriterion(nn.Module):
             per_layer: dict[str, Tensor] = {}
             for term in (self.loss_map["labels"], self.loss_map["boxes"]):
                 per_layer.update(term(logits, pred_boxes, batch_targets, matches, num_boxes))
-        loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items())
+        # Only the class and box terms: a subclass's extra terms (the segmentation masks) have no denoising queries.
+        loss = sum(weight * per_layer[name].sum() for name, weight in self.weight_dict.items() if name in per_layer)
         return loss, {f"dn_{name}": value for name, value in _name_by_layer(per_layer).items()}
 
     def loss_labels(

@@ -1,4 +1,5 @@
-"""Output dataclasses of the DETR models: transformers' DETR outputs, field for field and in their order."""
+"""Output dataclasses of the DETR models: transformers' DETR outputs, field for field and in their order (the
+segmentation output adds one optional field after them, `processed_sizes`)."""
 
 from __future__ import annotations
 
@@ -68,4 +69,10 @@ class DetrCustomSegmentationOutput(DetrSegmentationOutput):
         auxiliary_outputs, last_hidden_state, decoder_hidden_states, decoder_attentions, cross_attentions,
         encoder_last_hidden_state, encoder_hidden_states, encoder_attentions: As in
             [`DetrCustomObjectDetectionOutput`].
+        processed_sizes: `(batch_size, 2)` int64, the unpadded `(height, width)` of each image when the batch is
+            padded (from `pixel_mask`), else None. A field transformers' output lacks, after all of its own: the
+            segmentation post-processors crop `pred_masks` to these sizes when not given `processed_sizes`
+            themselves, so a padded pipeline batch does not squash the masks of its smaller images.
     """
+
+    processed_sizes: torch.LongTensor | None = None

@@ -18,12 +18,11 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 from .backbone import DetrCustomBackbone, TimmConvEncoder, TransformersConvEncoder, downsample_pixel_mask
-from .box_refinement import refine_boxes
 from .configuration_detr_custom import DetrCustomConfig
 from .criterion import SetCriterion
-from .denoising import DenoisingBatch, DenoisingQueries, decode_denoising, denoising_predictions
+from .denoising import DenoisingBatch, DenoisingQueries, decode_denoising
+from .detection_heads import DetectionHeadsMixin, build_criterion
 from .loading_rules import check_base_weights, explain_load_error
-from .matcher import HungarianMatcher
 from .mlp_head import DetrCustomMLPPredictionHead
 from .model_inputs import as_encoder_output, check_pixel_inputs, key_padding_mask_of, per_group, square_feature_map
 from .model_outputs import DetrCustomModelOutput, DetrCustomObjectDetectionOutput
@@ -49,7 +48,6 @@ _AUTO_MAP_CLASSES = {
 }
 # Initial sigmoid probability of every class under the focal loss (RetinaNet's prior).
 _FOCAL_PRIOR_PROBABILITY = 0.01
-# Tolerance on normalised label boxes: they must lie in [0, 1], up to rounding.
 
 
 class DetrCustomPreTrainedModel(PreTrainedModel):
@@ -402,7 +400,7 @@ def _merge_groups(hidden_states: Tensor, num_groups: int) -> Tensor:
     return hidden_states.reshape(*leading, batch_groups // num_groups, num_groups * num_queries, hidden_size)
 
 
-class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
+class DetrCustomForObjectDetection(DetectionHeadsMixin, DetrCustomPreTrainedModel):
     """DETR with a class head (`num_labels + 1` logits, the last = no object) and a box head, plus the
     Hungarian loss (`SetCriterion`, built once from the config).
 
@@ -424,18 +422,7 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
                 config.num_labels, config.d_model, config.num_denoising_groups,
                 config.denoising_box_noise_scale, config.denoising_label_noise_ratio,
             )  # fmt: skip
-        focal = {"focal_alpha": config.focal_alpha, "focal_gamma": config.focal_gamma}
-        class_cost_type = "probability" if config.class_loss_type == "cross_entropy" else "focal"
-        matcher = HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost, class_cost_type, **focal)
-        self.criterion = SetCriterion(
-            config.num_labels,
-            matcher,
-            eos_coefficient=config.eos_coefficient,
-            bbox_loss_coefficient=config.bbox_loss_coefficient,
-            giou_loss_coefficient=config.giou_loss_coefficient,
-            class_loss_type=config.class_loss_type,
-            **focal,
-        )
+        self.criterion = build_criterion(config)
         self.post_init()
 
     @torch.no_grad()
@@ -453,32 +440,6 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             init.zeros_(module.bias)
         if module is getattr(self, "class_labels_classifier", None) and self.config.class_loss_type != "cross_entropy":
             init.constant_(module.bias, -math.log((1 - _FOCAL_PRIOR_PROBABILITY) / _FOCAL_PRIOR_PROBABILITY))
-
-    def _boxes(self, hidden_states: Tensor) -> Tensor:
-        """Normalised `(cx, cy, w, h)` boxes `(..., num_queries, 4)`, relative to the query anchors if configured."""
-        box_logits = self.bbox_predictor(hidden_states)
-        if self.config.query_anchor_boxes:
-            return self.query_anchor_boxes(box_logits)
-        return box_logits.sigmoid()
-
-    def _refined_boxes(self, intermediate: Tensor | None) -> Tensor | None:
-        """Every decoder layer's boxes `(L, B, Q, 4)` under `box_refinement` (box_refinement.py), else None."""
-        if self.config.box_refinement == "none":
-            return None
-        anchors = self.query_anchor_boxes.weight[: intermediate.shape[-2]] if self.config.query_anchor_boxes else None
-        return refine_boxes(self.bbox_predictor(intermediate), anchors, self.config.box_refinement)
-
-    def _class_logits(self, hidden_states: Tensor) -> Tensor:
-        """Class logits `(..., num_labels + 1)`; with a sigmoid (focal, varifocal) loss the no-object logit is 0.
-
-        Softmax post-processing then turns object logits `z` into `exp(z_c) / (1 + sum_j exp(z_j))`, which is
-        `sigmoid(z_c)` when one class dominates: the scores of the focal-trained model, and the same numbers in
-        transformers' DETR (the no-object row of the class head never receives a gradient).
-        """
-        logits = self.class_labels_classifier(hidden_states)
-        if self.config.class_loss_type == "cross_entropy":
-            return logits
-        return torch.cat([logits[..., :-1], torch.zeros_like(logits[..., -1:])], dim=-1)
 
     def forward(
         self,
@@ -520,8 +481,7 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             if images is None:
                 raise ValueError("Pass either pixel_values or inputs_embeds (both are None).")
             labels = validate_labels(labels, len(images), self.config.num_labels, self.device)
-        with_denoising = labels is not None and self.training and self.config.num_denoising_groups > 0
-        denoising = self.denoising(labels) if with_denoising else None  # a DenoisingBatch, training only
+        denoising = self._denoising_queries(labels)  # a DenoisingBatch in training with labels, else None
         outputs = self.model(
             pixel_values,
             pixel_mask,
@@ -534,34 +494,15 @@ class DetrCustomForObjectDetection(DetrCustomPreTrainedModel):
             return_dict=True,
             denoising_queries=denoising,
         )
-        logits = self._class_logits(outputs.last_hidden_state)  # (B, Q, C+1); (B, G*Q, C+1) with query groups
-        layer_boxes = self._refined_boxes(outputs.intermediate_hidden_states)  # (L, B, Q, 4) or None
-        pred_boxes = self._boxes(outputs.last_hidden_state) if layer_boxes is None else layer_boxes[-1]  # cxcywh
-        auxiliary_outputs = None
-        # Only where a loss can use them: at inference they would cost L-1 extra head evaluations, and
-        # transformers' pipeline splits every output field per image, which a list of dicts breaks.
-        if outputs.intermediate_hidden_states is not None and (labels is not None or self.training):
-            intermediate = outputs.intermediate_hidden_states[:-1]  # (L-1, B, Q, D); the last one is final
-            all_logits = self._class_logits(intermediate)
-            all_boxes = self._boxes(intermediate) if layer_boxes is None else layer_boxes[:-1]
-            auxiliary_outputs = [
-                {"logits": layer_logits, "pred_boxes": layer_boxes}
-                for layer_logits, layer_boxes in zip(all_logits, all_boxes)
-            ]
+        predictions = self._predictions(
+            outputs.last_hidden_state, outputs.intermediate_hidden_states, labels is not None or self.training
+        )
+        logits, pred_boxes, auxiliary_outputs = predictions  # (B, Q, C+1), (B, Q, 4) cxcywh; G*Q with query groups
         loss, loss_dict = None, None
         if labels is not None:
-            loss, loss_dict = self.criterion(
-                logits, pred_boxes, labels, auxiliary_outputs, num_query_groups=self.model.num_active_query_groups
+            loss, loss_dict = self._detection_loss(
+                self.criterion, predictions, labels, denoising, outputs.denoising_hidden_states
             )
-        if denoising is not None:
-            dn_logits, dn_boxes = denoising_predictions(
-                outputs.denoising_hidden_states, denoising, self._class_logits, self.bbox_predictor,
-                self.config.box_refinement,
-            )  # fmt: skip
-            dn_loss, dn_loss_dict = self.criterion.denoising_loss(
-                dn_logits, dn_boxes, labels, denoising.matches, denoising.num_groups
-            )
-            loss, loss_dict = loss + dn_loss, {**loss_dict, **dn_loss_dict}
         output = DetrCustomObjectDetectionOutput(
             loss=loss,
             loss_dict=loss_dict,

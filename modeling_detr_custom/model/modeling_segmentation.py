@@ -17,9 +17,9 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 from .configuration_detr_custom import DetrCustomConfig
+from .detection_heads import build_criterion
 from .mask_head import DetrCustomMaskHeadSmallConv, DetrCustomMHAttentionMap
 from .mask_losses import SegmentationCriterion
-from .matcher import HungarianMatcher
 from .model_inputs import check_pixel_inputs, key_padding_mask_of
 from .model_outputs import DetrCustomSegmentationOutput
 from .modeling_detr_custom import DetrCustomForObjectDetection, DetrCustomPreTrainedModel, _default
@@ -68,18 +68,11 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
             config.d_model + num_heads, stage_channels[-2:-5:-1], config.d_model
         )
         self._mask_head_convolutions = {id(m) for m in self.mask_head.modules() if isinstance(m, nn.Conv2d)}
-        focal = {"focal_alpha": config.focal_alpha, "focal_gamma": config.focal_gamma}
-        class_cost_type = "focal" if config.class_loss_type == "sigmoid_focal" else "probability"
-        self.criterion = SegmentationCriterion(
-            config.num_labels,
-            HungarianMatcher(config.class_cost, config.bbox_cost, config.giou_cost, class_cost_type, **focal),
-            eos_coefficient=config.eos_coefficient,
-            bbox_loss_coefficient=config.bbox_loss_coefficient,
-            giou_loss_coefficient=config.giou_loss_coefficient,
-            class_loss_type=config.class_loss_type,
+        self.criterion = build_criterion(
+            config,
+            SegmentationCriterion,
             mask_loss_coefficient=config.mask_loss_coefficient,
             dice_loss_coefficient=config.dice_loss_coefficient,
-            **focal,
         )
         del self.detr.criterion  # the detection loss is part of `self.criterion`
         self.post_init()
@@ -117,7 +110,9 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
 
     def freeze_detector(self) -> None:
         """Freezes every weight of the detector (backbone, transformer, class and box heads), so training updates
-        the mask head only (the original's `--frozen_weights`)."""
+        the mask head only (the original's `--frozen_weights`). The backbone's trainable BatchNorms keep their
+        running statistics too, so the detector's weights and buffers stay bit-identical in training."""
+        self.detr.model.freeze_backbone()  # also the BatchNorm statistics
         self.detr.requires_grad_(False)
 
     def unfreeze_backbone(self) -> None:
@@ -167,12 +162,13 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
             raise ValueError("DetrCustomForSegmentation needs pixel_values (inputs_embeds cannot feed the mask head).")
         if labels is not None:
             labels = validate_labels(labels, len(pixel_values), self.config.num_labels, self.device)
-        model = self.detr.model
+        model, detector = self.detr.model, self.detr
         check_pixel_inputs(pixel_values, pixel_mask, self.config.num_channels, self.dtype)
         stage_maps, mask = model.backbone.forward_stages(pixel_values, pixel_mask)  # mask (B, h, w) bool or None
         projected = model.input_projection(stage_maps[-1])  # (B, D, h, w)
         key_padding_mask = key_padding_mask_of(mask)  # (B, hw) or None when nothing is padded
         mask = None if key_padding_mask is None else mask
+        denoising = detector._denoising_queries(labels)  # as the detector: training with labels only
         outputs = model._encode_decode(
             projected.flatten(2).transpose(1, 2),  # (B, hw, D)
             model.position_embedding(projected, mask),
@@ -182,27 +178,24 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
             decoder_attention_mask,
             _default(output_attentions, self.config.output_attentions),
             _default(output_hidden_states, self.config.output_hidden_states),
+            denoising,
         )
         hidden_states = outputs.last_hidden_state  # (B, Q, D)
-        logits, pred_boxes = self.detr._class_logits(hidden_states), self.detr._boxes(hidden_states)
+        # The detector's own heads: anchors, box refinement and auxiliary outputs follow its configuration.
+        predictions = detector._predictions(
+            hidden_states, outputs.intermediate_hidden_states, labels is not None or self.training
+        )
+        logits, pred_boxes, auxiliary_outputs = predictions
         memory = outputs.encoder_last_hidden_state.transpose(1, 2).reshape(projected.shape)  # (B, D, h, w)
         attention_maps = self.bbox_attention(hidden_states, memory, mask)  # (B, Q, heads, h, w)
         masks = self.mask_head(projected, attention_maps, [stage_maps[-2], stage_maps[-3], stage_maps[-4]])
         pred_masks = masks.view(*hidden_states.shape[:2], *masks.shape[-2:])  # (B, Q, H/4, W/4)
-        auxiliary_outputs = None
-        if outputs.intermediate_hidden_states is not None and (labels is not None or self.training):
-            intermediate = outputs.intermediate_hidden_states[:-1]  # (L-1, B, Q, D)
-            auxiliary_outputs = [
-                {"logits": layer_logits, "pred_boxes": layer_boxes}
-                for layer_logits, layer_boxes in zip(
-                    self.detr._class_logits(intermediate), self.detr._boxes(intermediate)
-                )
-            ]
         loss, loss_dict = None, None
         if labels is not None:
-            loss, loss_dict = self.criterion(
-                logits, pred_boxes, labels, auxiliary_outputs, pred_masks=pred_masks, pixel_mask=pixel_mask
-            )
+            loss, loss_dict = detector._detection_loss(
+                self.criterion, predictions, labels, denoising, outputs.denoising_hidden_states,
+                pred_masks=pred_masks, pixel_mask=pixel_mask,
+            )  # fmt: skip
         output = DetrCustomSegmentationOutput(
             loss=loss,
             loss_dict=loss_dict,
@@ -217,8 +210,14 @@ class DetrCustomForSegmentation(DetrCustomPreTrainedModel):
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
             encoder_attentions=outputs.encoder_attentions,
+            processed_sizes=None if key_padding_mask is None else _unpadded_sizes(pixel_mask),
         )
         return output if _default(return_dict, self.config.return_dict) else output.to_tuple()
+
+
+def _unpadded_sizes(pixel_mask: Tensor) -> Tensor:
+    """`(B, 2)` int64 `(height, width)` of each image's valid top-left region of a `(B, H, W)` pixel mask."""
+    return torch.stack([pixel_mask[:, :, 0].sum(1), pixel_mask[:, 0, :].sum(1)], dim=1).long()
 
 
 def _list_with_the_segmentation_pipeline() -> None:

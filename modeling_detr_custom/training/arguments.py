@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from modeling_detr_custom.data.masks import check_task
 from modeling_detr_custom.data.records import check_bad_data_policy
 from modeling_detr_custom.training.ema import check_ema_decay
 from modeling_detr_custom.training.model_selection import check_metric_name
 
 AUGMENTATIONS = ("detr", "light", "none")  # load_detection_split's named augmentations
 LR_SCHEDULER_TYPES = ("step", "cosine", "linear", "constant", "constant_with_warmup")
+DEFAULT_METRIC_FOR_BEST_MODEL = {"detection": "AP", "panoptic": "PQ", "instance": "segm_AP"}
 
 __all__ = ["LR_SCHEDULER_TYPES", "ON_BAD_DATA_HELP", "DetrDataArguments", "DetrTrainingArguments"]
 
@@ -100,6 +102,26 @@ class DetrDataArguments:
 class DetrTrainingArguments(DetrDataArguments):
     """Everything `scripts/train.py` accepts. Defaults are the original DETR recipe except where noted."""
 
+    task: str = field(
+        default="detection",
+        metadata={
+            "help": "What to train: 'detection' (DetrCustomForObjectDetection), 'panoptic' (DetrCustomForSegmentation "
+            "on a COCO panoptic folder: annotations/panoptic_<split>.json + annotations/panoptic_<split>/*.png + "
+            "<split>/ images, things and stuff; evaluated by PQ/SQ/RQ and bbox AP) or 'instance' "
+            "(DetrCustomForSegmentation on COCO instances with polygon/RLE segmentation; evaluated by mask AP, "
+            "segm_AP..., and bbox AP). 'synthetic' data has both. Segmentation models load with "
+            "AutoModelForImageSegmentation and pipeline('image-segmentation')."
+        },
+    )
+    freeze_detector: bool = field(
+        default=False,
+        metadata={
+            "help": "With --task panoptic/instance: train only the mask head (bbox_attention, mask_head) on a "
+            "frozen detector whose weights and BatchNorm statistics stay as they are (the original's "
+            "--frozen_weights). --model must be a trained detection or segmentation checkpoint with the data's "
+            "classes."
+        },
+    )
     output_dir: str = field(
         default="outputs/detr-custom",
         metadata={"help": "Where checkpoints, the best and the last model (Hub-style folders) and logs go."},
@@ -166,11 +188,13 @@ class DetrTrainingArguments(DetrDataArguments):
     eval_steps: int = field(
         default=0, metadata={"help": "Evaluate every N optimizer steps (0: at the end of every epoch)."}
     )
-    metric_for_best_model: str = field(
-        default="AP",
+    metric_for_best_model: str | None = field(
+        default=None,
         metadata={
-            "help": "The evaluation metric that picks best/ and drives early stopping: AP, AP50, AP75, APs, APm, "
-            "APl, AR1, AR10, AR100, ARs, ARm, ARl (an eval_ prefix is accepted). Ties keep the earlier model."
+            "help": "The evaluation metric that picks best/ and drives early stopping: the bbox AP, AP50, AP75, "
+            "APs, APm, APl, AR1, AR10, AR100; with --task panoptic also PQ, SQ, RQ and their _th (things) and _st "
+            "(stuff) variants; with --task instance also the mask segm_AP, segm_AP50, ... (an eval_ prefix is "
+            "accepted). Default: AP (detection), PQ (panoptic), segm_AP (instance). Ties keep the earlier model."
         },
     )
     greater_is_better: bool | None = field(
@@ -286,7 +310,14 @@ class DetrTrainingArguments(DetrDataArguments):
             )
 
     def _check_model_selection(self) -> None:
-        check_metric_name(self.metric_for_best_model)
+        check_task(self.task, "--task")
+        if self.freeze_detector and self.task == "detection":
+            raise ValueError(
+                "--freeze_detector trains a mask head on a frozen detector: it needs --task panoptic or instance"
+            )
+        if self.metric_for_best_model is None:
+            self.metric_for_best_model = DEFAULT_METRIC_FOR_BEST_MODEL[self.task]
+        check_metric_name(self.metric_for_best_model, task=self.task)
         if self.greater_is_better is None:
             self.greater_is_better = not self.metric_for_best_model.endswith("loss")
         if self.eval_strategy is None:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from modeling_detr_custom.evaluation.coco_evaluator import DUPLICATE_RATE, METRIC_NAMES, metrics_for_json
+from modeling_detr_custom.evaluation.panoptic_quality import PANOPTIC_METRIC_NAMES
+from modeling_detr_custom.evaluation.segmentation_loop import SEGM_METRIC_NAMES
 
 __all__ = [
     "HubUploadError",
@@ -35,18 +37,20 @@ def render_model_card(
     hyperparameters: Mapping[str, Any] | None = None,
     metrics: Mapping[str, float] | None = None,
     base_model: str | None = None,
+    pipeline_task: str = "object-detection",
 ) -> str:
-    """A model card (`README.md`) with YAML metadata the Hub understands and a snippet that runs as written."""
+    """A model card (`README.md`) with YAML metadata the Hub understands and a snippet that runs as written
+    (`pipeline_task`: "object-detection", or "image-segmentation" for a segmentation model)."""
     labels = ", ".join(f"`{name}`" for _, name in sorted((int(k), v) for k, v in id2label.items()))
     dataset_id = hub_datasets_id(dataset)
     dataset = dataset_id or Path(dataset.rstrip("/")).name or dataset  # no local path leaves the machine
     yaml = [
         "---",
         "library_name: transformers",
-        "pipeline_tag: object-detection",
+        f"pipeline_tag: {pipeline_task}",
         "license: apache-2.0",
         "tags:",
-        "- object-detection",
+        f"- {pipeline_task}",
         "- detr",
         "- detr-custom",
         "- vision",
@@ -56,7 +60,7 @@ def render_model_card(
     if base_model:
         yaml.append(f"base_model: {json.dumps(base_model)}")
     if metrics:
-        yaml += _model_index(repo_id, dataset, metrics)
+        yaml += _model_index(repo_id, dataset, metrics, pipeline_task)
     yaml.append("---")
     body = [
         f"# {repo_id}",
@@ -70,15 +74,16 @@ def render_model_card(
         "```python",
         "from transformers import pipeline",
         "",
-        f'detector = pipeline("object-detection", model="{repo_id}", trust_remote_code=True)',
+        f'detector = pipeline("{pipeline_task}", model="{repo_id}", trust_remote_code=True)',
         'print(detector("image.jpg", threshold=0.5))',
         "```",
     ]
     if metrics:
-        body += ["", "## Evaluation (COCO bbox, pycocotools)", "", "| metric | value |", "|---|---|"]
+        title = "COCO bbox, pycocotools" if pipeline_task == "object-detection" else "COCO bbox and segmentation"
+        body += ["", f"## Evaluation ({title})", "", "| metric | value |", "|---|---|"]
         body += [
             f"| {k} | {metrics[k]:.4f} |" if metrics[k] >= 0 else f"| {k} | n/a |"
-            for k in (*METRIC_NAMES, DUPLICATE_RATE)
+            for k in (*METRIC_NAMES, DUPLICATE_RATE, *SEGM_METRIC_NAMES, *PANOPTIC_METRIC_NAMES)
             if k in metrics
         ]
     if hyperparameters:
@@ -95,19 +100,19 @@ def hub_datasets_id(dataset: str) -> str | None:
     return dataset if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", dataset) else None
 
 
-def _model_index(repo_id: str, dataset: str, metrics: Mapping[str, float]) -> list[str]:
+def _model_index(repo_id: str, dataset: str, metrics: Mapping[str, float], pipeline_task: str) -> list[str]:
     lines = [
         "model-index:",
         f"- name: {json.dumps(repo_id)}",
         "  results:",
         "  - task:",
-        "      type: object-detection",
+        f"      type: {pipeline_task}",
         "    dataset:",
         f"      name: {json.dumps(dataset)}",
         f"      type: {json.dumps(dataset)}",
         "    metrics:",
     ]
-    for key in METRIC_NAMES:
+    for key in (*METRIC_NAMES, *SEGM_METRIC_NAMES, *PANOPTIC_METRIC_NAMES):
         if key in metrics and metrics[key] >= 0:  # pycocotools' -1 means "no object of that size", not a score
             lines += [f"    - type: {key}", f"      value: {float(metrics[key]):.4f}", f"      name: {key}"]
     return lines
@@ -139,6 +144,7 @@ def save_hub_checkpoint(
         hyperparameters=hyperparameters,
         metrics=metrics,
         base_model=base_model,
+        pipeline_task="image-segmentation" if hasattr(model, "mask_head") else "object-detection",
     )
     (output_dir / "README.md").write_text(card)
     if metrics:

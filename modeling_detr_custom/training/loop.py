@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 from modeling_detr_custom.data import DetectionSplit, load_detection_split
 from modeling_detr_custom.evaluation.coco_evaluator import CocoEvaluator, format_metrics_table, metrics_for_trackers
 from modeling_detr_custom.evaluation.loop import evaluate_model
+from modeling_detr_custom.evaluation.panoptic_quality import PANOPTIC_METRIC_NAMES, format_panoptic_table
+from modeling_detr_custom.evaluation.segmentation_loop import evaluate_segmentation_model
 from modeling_detr_custom.training.arguments import DetrTrainingArguments
 from modeling_detr_custom.training.atomic_folders import replace_folder, temporary_sibling, write_on_every_process
 from modeling_detr_custom.training.checkpointing import (
@@ -160,7 +162,9 @@ def _setup(args: DetrTrainingArguments) -> _Run:
     with accelerator.main_process_first():  # the synthetic data set is generated once
         train_split, eval_split = _load_splits(args)
     freeze = args.freeze_backbone or args.lr_backbone == 0
-    model, _ = load_model_for_training(args.model, train_split.mapping, freeze_backbone=freeze)
+    model, _ = load_model_for_training(
+        args.model, train_split.mapping, freeze_backbone=freeze, task=args.task, freeze_detector=args.freeze_detector
+    )
     optimizer = build_optimizer(model, args.learning_rate, args.lr_backbone, args.weight_decay)
     train_loader = DataLoader(
         train_split.dataset,
@@ -215,7 +219,7 @@ def training_banner(accelerator: Accelerator, args: DetrTrainingArguments) -> st
 
 
 def _load_splits(args: DetrTrainingArguments) -> tuple[DetectionSplit, DetectionSplit]:
-    common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed}
+    common = {"image_size": args.image_size, "on_error": args.on_bad_data, "seed": args.seed, "task": args.task}
     common["processor"] = checkpoint_processor(args.model, args.image_size)
     train_split = load_detection_split(
         args.data, args.train_split, train=True, augment=args.augment, hflip=not args.no_hflip, **common
@@ -322,17 +326,18 @@ def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress
     weights themselves (ties keep the trained weights); the chosen one's metrics are `eval/*` and compete for `best/`.
     """
     accelerator = run.accelerator
-    header = f"\nstep {progress.step} (epoch {progress.epoch}) COCO bbox on '{args.eval_split}'"
+    kind = {"detection": "COCO bbox", "panoptic": "COCO bbox and panoptic quality", "instance": "COCO bbox and segm"}
+    header = f"\nstep {progress.step} (epoch {progress.epoch}) {kind[args.task]} on '{args.eval_split}'"
     metrics, weights = _score(run), "model"
     accelerator.log(metrics_for_trackers(metrics, "eval_model/"), step=progress.step)
     accelerator.print(f"{header}{', the weights' if run.ema else ''}:")
-    accelerator.print(format_metrics_table(metrics))
+    accelerator.print(_metrics_table(metrics))
     if run.ema is not None:
         with run.ema.applied_to(accelerator.unwrap_model(run.model)):
             ema_metrics = _score(run)
         accelerator.log(metrics_for_trackers(ema_metrics, "eval_ema/"), step=progress.step)
         accelerator.print(f"{header}, their EMA (decay {args.ema_decay}):")
-        accelerator.print(format_metrics_table(ema_metrics))
+        accelerator.print(_metrics_table(ema_metrics))
         name = args.metric_for_best_model
         if is_better(metric_value(ema_metrics, name), metric_value(metrics, name), args.greater_is_better):
             metrics, weights = ema_metrics, "ema"
@@ -349,8 +354,20 @@ def _evaluate(run: _Run, args: DetrTrainingArguments, progress: TrainingProgress
         _save_model(run, args, Path(args.output_dir) / "best", metrics, weights)
 
 
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    """The COCO table (bbox, and the mask AP of instance segmentation), then the panoptic quality if evaluated."""
+    if "PQ" not in metrics:
+        return format_metrics_table(metrics)
+    coco = {name: value for name, value in metrics.items() if name not in PANOPTIC_METRIC_NAMES}
+    return f"{format_metrics_table(coco)}\n\n{format_panoptic_table(metrics, 'panoptic_per_class')}"
+
+
 def _score(run: _Run) -> dict[str, float]:
-    """The COCO metrics of the model's current weights on the evaluation split, the same on every process."""
+    """The evaluation metrics of the model's current weights on the evaluation split, the same on every process:
+    COCO bbox, plus panoptic quality or mask AP for segmentation (`evaluate_segmentation_model`)."""
+    if run.eval.task != "detection":
+        metrics = evaluate_segmentation_model(run.model, run.eval_loader, run.eval, run.accelerator)
+        return _broadcast(run.accelerator, metrics)
     evaluator = CocoEvaluator(run.eval.coco, run.eval.mapping)
     metrics = evaluate_model(
         run.model, run.eval_loader, run.eval.processor, evaluator, run.eval.mapping, run.accelerator

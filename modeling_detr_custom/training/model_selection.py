@@ -12,20 +12,34 @@ and stop alike:
 from __future__ import annotations
 
 from modeling_detr_custom.evaluation.coco_evaluator import METRIC_NAMES
+from modeling_detr_custom.evaluation.panoptic_quality import PANOPTIC_METRIC_NAMES
+from modeling_detr_custom.evaluation.segmentation_loop import SEGM_METRIC_NAMES
 
-__all__ = ["check_metric_name", "early_stopping_counter", "is_better", "metric_value"]
+__all__ = ["check_metric_name", "early_stopping_counter", "is_better", "metric_names", "metric_value"]
 
 
-def check_metric_name(name: str, option: str = "--metric_for_best_model") -> str:
+def check_metric_name(name: str, option: str = "--metric_for_best_model", task: str | None = None) -> str:
     """The metric key (`AP`, `AP50`, ...; an `eval_` prefix as the Trainer accepts it is dropped).
 
+    Args:
+        task: `"detection"` allows the bbox metrics, `"panoptic"` also PQ/SQ/RQ (all, `_th`, `_st`), `"instance"`
+            also the mask AP (`segm_AP`, ...); None allows all of them.
+
     Raises:
-        ValueError: `name` is not a metric the evaluation reports; the message lists them.
+        ValueError: `name` is not a metric the evaluation of `task` reports; the message lists them.
     """
     key = name[len("eval_") :] if name.startswith("eval_") else name
-    if key not in METRIC_NAMES:
-        raise ValueError(f"{option} {name!r} is not a reported metric; choose one of {', '.join(METRIC_NAMES)}.")
+    allowed = metric_names(task)
+    if key not in allowed:
+        raise ValueError(f"{option} {name!r} is not a reported metric; choose one of {', '.join(allowed)}.")
     return key
+
+
+def metric_names(task: str | None = None) -> tuple[str, ...]:
+    """The scalar metrics the evaluation of `task` reports (None: of every task)."""
+    names = {"detection": METRIC_NAMES, "panoptic": METRIC_NAMES + PANOPTIC_METRIC_NAMES}
+    names["instance"] = METRIC_NAMES + SEGM_METRIC_NAMES
+    return names[task] if task is not None else METRIC_NAMES + PANOPTIC_METRIC_NAMES + SEGM_METRIC_NAMES
 
 
 def metric_value(metrics: dict[str, float], name: str) -> float:

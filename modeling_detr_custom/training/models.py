@@ -10,6 +10,7 @@ from typing import Any
 from modeling_detr_custom.data.categories import CategoryMapping
 from modeling_detr_custom.model.configuration_detr_custom import DetrCustomConfig
 from modeling_detr_custom.model.modeling_detr_custom import DetrCustomForObjectDetection
+from modeling_detr_custom.model.modeling_segmentation import DetrCustomForSegmentation
 
 __all__ = ["MODEL_PRESETS", "checkpoint_processor", "load_model_for_training"]
 
@@ -51,8 +52,13 @@ MODEL_PRESETS["detr-tiny-demo"] = {**MODEL_PRESETS["detr-tiny-refine"], "eos_coe
 
 
 def load_model_for_training(
-    model: str, mapping: CategoryMapping, freeze_backbone: bool = False, **config_overrides: Any
-) -> tuple[DetrCustomForObjectDetection, str | None]:
+    model: str,
+    mapping: CategoryMapping,
+    freeze_backbone: bool = False,
+    task: str = "detection",
+    freeze_detector: bool = False,
+    **config_overrides: Any,
+) -> tuple[DetrCustomForObjectDetection | DetrCustomForSegmentation, str | None]:
     """Build or load the model to train and give it the data set's labels.
 
     Args:
@@ -63,12 +69,27 @@ def load_model_for_training(
             `category_ids`) so predictions map back to the data set's own ids.
         freeze_backbone: freeze every backbone stage, weights and BatchNorm statistics (`--freeze_backbone`, or
             `--lr_backbone 0`: a backbone that does not learn must not drift through its BatchNorm statistics).
+        task: `"detection"` builds a `DetrCustomForObjectDetection`; `"panoptic"`/`"instance"` a
+            `DetrCustomForSegmentation`, around a detection checkpoint's detector (`from_detector`) or from a
+            segmentation checkpoint.
+        freeze_detector: (segmentation) train the mask head only (`DetrCustomForSegmentation.freeze_detector`).
         config_overrides: config fields to set on a fresh model (ignored for checkpoints).
 
     Returns:
         The model and the base checkpoint it came from (None for a fresh model).
+
+    Raises:
+        ValueError: one line: an unknown model, a segmentation checkpoint for detection, `freeze_detector` on a
+            fresh model or on a checkpoint whose classes are not the data's.
     """
+    segmentation = task != "detection"
+    model_class = DetrCustomForSegmentation if segmentation else DetrCustomForObjectDetection
     if model in MODEL_PRESETS or Path(model).is_file():
+        if freeze_detector:
+            raise ValueError(
+                f"--freeze_detector trains the mask head on a trained detector, but --model {model} builds a fresh "
+                "model; give a detection or segmentation checkpoint folder, or train end to end without it."
+            )
         if model in MODEL_PRESETS:
             config = DetrCustomConfig(**{**MODEL_PRESETS[model], **config_overrides})
         else:
@@ -76,7 +97,7 @@ def load_model_for_training(
             for key, value in config_overrides.items():
                 setattr(config, key, value)
         mapping.apply_to_config(config)
-        return _frozen(DetrCustomForObjectDetection(config), freeze_backbone), None
+        return _frozen(model_class(config), freeze_backbone), None
     if not Path(model).is_dir() and "/" not in model:
         raise ValueError(
             f"--model {model!r} is neither a preset ({', '.join(MODEL_PRESETS)}), a config file, a checkpoint "
@@ -85,17 +106,43 @@ def load_model_for_training(
     # Only keys the config class declares may go through `from_pretrained`: any other (such as `category_ids`
     # for a checkpoint that was not trained here) would be passed on to the model's constructor.
     labels = {"id2label": mapping.id2label, "label2id": mapping.label2id}
-    loaded, info = DetrCustomForObjectDetection.from_pretrained(
-        model, ignore_mismatched_sizes=True, output_loading_info=True, token=os.environ.get("HF_TOKEN"), **labels
+    token = os.environ.get("HF_TOKEN")
+    checkpoint_config = DetrCustomConfig.from_pretrained(model, token=token)
+    is_segmentation_checkpoint = any(str(a).endswith("ForSegmentation") for a in checkpoint_config.architectures or ())
+    if freeze_detector:
+        _check_same_classes(model, checkpoint_config, mapping)
+    if is_segmentation_checkpoint and not segmentation:
+        raise ValueError(
+            f"--model {model} is a segmentation checkpoint; train it with --task panoptic or instance (--task "
+            "detection trains a DetrCustomForObjectDetection)."
+        )
+    load_class = DetrCustomForSegmentation if is_segmentation_checkpoint else DetrCustomForObjectDetection
+    loaded, info = load_class.from_pretrained(
+        model, ignore_mismatched_sizes=True, output_loading_info=True, token=token, **labels
     )
     _check_only_class_head_mismatched(model, info.get("mismatched_keys", []))
     mapping.apply_to_config(loaded.config)
+    if segmentation and not is_segmentation_checkpoint:
+        loaded = DetrCustomForSegmentation.from_detector(loaded)
+    if freeze_detector:
+        loaded.freeze_detector()
     return _frozen(loaded, freeze_backbone), model
 
 
-def _frozen(model: DetrCustomForObjectDetection, freeze_backbone: bool) -> DetrCustomForObjectDetection:
+def _check_same_classes(model: str, config: Any, mapping: CategoryMapping) -> None:
+    """`--freeze_detector` keeps the class head: the checkpoint must have been trained on the data's classes."""
+    checkpoint_names = [str(name) for _, name in sorted((int(k), v) for k, v in config.id2label.items())]
+    if checkpoint_names != list(mapping.names):
+        raise ValueError(
+            f"--freeze_detector keeps the detector's class head, but --model {model} has the classes "
+            f"{checkpoint_names}, not the data's {list(mapping.names)}; train end to end (without "
+            "--freeze_detector) or train the detector on this data first."
+        )
+
+
+def _frozen(model: Any, freeze_backbone: bool) -> Any:
     if freeze_backbone:
-        model.model.freeze_backbone()
+        (model.detr if isinstance(model, DetrCustomForSegmentation) else model).model.freeze_backbone()
     return model
 
 
@@ -105,7 +152,7 @@ _CLASS_HEAD = "class_labels_classifier."
 
 
 def _check_only_class_head_mismatched(model: str, mismatched: Any) -> None:
-    others = [(str(name), tuple(old), tuple(new)) for name, old, new in mismatched if not name.startswith(_CLASS_HEAD)]
+    others = [(str(name), tuple(old), tuple(new)) for name, old, new in mismatched if _CLASS_HEAD not in name]
     if others:
         name, old, new = others[0]
         raise ValueError(

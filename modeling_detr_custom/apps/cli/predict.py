@@ -3,6 +3,7 @@
 python scripts/predict.py --model outputs/detr-custom/last photos/ extra.jpg "shots/**/*.png"
 python scripts/predict.py --model my-name/detr-shapes photos/ --output detections.json --draw drawn/ --top_k 10
 python scripts/predict.py --model onnx/ --backend onnxruntime photos/   (onnx/ written by scripts/export_onnx.py)
+python scripts/predict.py --model my-detr-panoptic photos/ --task panoptic --draw drawn/   (segments, masks drawn)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from modeling_detr_custom.apps.predict import PredictArguments, run_predict
+from modeling_detr_custom.apps.predict import TASK_HELP, PredictArguments, run_predict
 
 
 def parse_args(argv: list[str] | None = None) -> PredictArguments:
@@ -40,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> PredictArguments:
         help="'torch' (default) or 'onnxruntime': runs the folder's model.onnx (scripts/export_onnx.py output).",
     )
     parser.add_argument("--dtype", default="fp32", help="'fp32' (default) or 'bf16' (bfloat16 autocast, torch).")
+    parser.add_argument("--task", default=None, help=TASK_HELP)
     namespace = parser.parse_args(argv)
     try:
         return PredictArguments(**vars(namespace))
