@@ -133,3 +133,4 @@ def test_panoptic_demo_trains_evaluates_pq_and_draws_segments(tmp_path: Path) ->
     assert "Panoptic quality" in summary and "things" in summary and str(result.picture) in summary
     assert "--task=panoptic" in train_command(DemoArguments(task="panoptic"), Path("d"), Path("o"))
     assert DemoArguments(task="panoptic").max_steps == DEFAULT_MAX_STEPS["panoptic"]
+    assert DemoArguments(task="panoptic").model == "detr-tiny-refine"
