@@ -245,12 +245,7 @@ def _draw_pipeline_detections(
     detector = pipeline("object-detection", model=str(checkpoint_dir), device="cpu")
     images = [open_image(path) for path in paths]
     detections = detector(images, threshold=args.threshold, batch_size=len(images))
-    tiles = []
-    for image, image_detections in zip(images, detections):
-        large = image.resize((image.width * _TILE_SCALE, image.height * _TILE_SCALE), Image.Resampling.NEAREST)
-        scaled = [{**d, "box": {key: value * _TILE_SCALE for key, value in d["box"].items()}} for d in image_detections]
-        tiles.append(draw_detections(large, scaled))
-    _tile(tiles).save(picture)
+    _tile([draw_detections(image, found, scale=_TILE_SCALE) for image, found in zip(images, detections)]).save(picture)
     return detections
 
 
